@@ -1,0 +1,39 @@
+# Set-up and entry points. `make run` and `make test` each do all the set-up they need.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall only when the pins change: the stamp is newer than requirements.txt otherwise.
+STAMP := $(VENV)/.installed
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint provenance lock clean
+
+setup: $(STAMP)
+	@tools/ensure-dot.sh
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || { py=$$(tools/find-python.sh) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV); }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/snakemake --lint
+
+# Resolve requirements.in afresh in a scratch venv and rewrite both lock files from it.
+lock:
+	rm -rf .lock-venv && "$$(tools/find-python.sh)" -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -r requirements.in
+	.lock-venv/bin/python -m pip freeze > .lock-venv/freeze.txt
+	.lock-venv/bin/python tools/lock.py .lock-venv/freeze.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf results .snakemake

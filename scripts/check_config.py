@@ -1,0 +1,111 @@
+"""Check the workflow's config before any job runs, and fill in its defaults.
+
+The JSON schema (workflow/schemas/config.schema.yaml) says what is allowed and holds the
+defaults; this module turns a schema violation into one line naming the key, adds a
+"did you mean" for misspelled keys, and checks what a schema cannot: that files exist and
+that names cannot collide with outputs.
+"""
+
+
+import copy
+import difflib
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from common import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+MODELS_DIR = ROOT / "scripts" / "models"
+# Names used for files and directories beside the per-data-set and per-model outputs.
+RESERVED_NAMES = {"logs", "report.html", "benchmarks", "data.csv"}
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def key_path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def allowed_keys(schema: dict, path) -> list[str]:
+    node = schema
+    for part in path:
+        props = node.get("properties", {})
+        node = props[part] if part in props else node.get("additionalProperties", {})
+    return sorted(node.get("properties", {})) if isinstance(node, dict) else []
+
+
+def describe(error: jsonschema.ValidationError, schema: dict) -> str:
+    where = key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = allowed_keys(schema, list(error.absolute_path))
+        extra = sorted(set(error.instance) - set(known))
+        messages = []
+        for key in extra:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else (f"; allowed: {', '.join(known)}" if known else "")
+            messages.append(f"config key {key_path([*error.absolute_path, key])}: unknown key{hint}")
+        return "; ".join(messages)
+    if error.validator == "propertyNames":
+        return f"config key {where}: name '{error.instance}' is not allowed ({error.message})"
+    if error.validator == "required":
+        return f"config key {where}: {error.message}"
+    return f"config key {where}: {error.message}"
+
+
+def fill_defaults(node, schema: dict):
+    """Fill `default`s of the schema into a config, recursively (jsonschema only checks)."""
+    if not isinstance(node, dict):
+        return node
+    for key, sub in schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if key in node:
+            fill_defaults(node[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in set(node) - set(schema.get("properties", {})):
+            fill_defaults(node[key], extra)
+    return node
+
+
+def model_file(name: str, settings: dict) -> Path:
+    return Path(settings["file"]) if settings.get("file") else MODELS_DIR / f"{name}.py"
+
+
+def check_config(config: dict) -> dict:
+    """Return the config with defaults filled in, or raise UserError naming the key."""
+    schema = load_schema()
+    config = copy.deepcopy(dict(config))
+    config["models"] = {
+        name: ({} if settings is None else settings) for name, settings in (config.get("models") or {}).items()
+    }
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (list(e.absolute_path), e.validator))
+    if errors:
+        raise UserError(describe(errors[0], schema))
+    fill_defaults(config, schema)
+    for kind in ("datasets", "models"):
+        for name in config[kind]:
+            if name in RESERVED_NAMES:
+                raise UserError(f"config key {kind}.{name}: the name '{name}' is reserved for outputs; choose another")
+    clash = set(config["datasets"]) & set(config["models"])
+    if clash:
+        raise UserError(f"config key datasets.{sorted(clash)[0]}: a data set must not share its name with a model")
+    for name, settings in config["datasets"].items():
+        path = Path(settings["path"])
+        if not path.is_file():
+            problem = "is a directory, expected a CSV file" if path.is_dir() else "file not found"
+            raise UserError(f"config key datasets.{name}.path: {path}: {problem}")
+    for name, settings in config["models"].items():
+        path = model_file(name, settings)
+        if not path.is_file():
+            known = sorted(p.stem for p in MODELS_DIR.glob("*.py"))
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; models available: {', '.join(known)}"
+            raise UserError(f"config key models.{name}: no model file {path}{hint}")
+    return config

@@ -1,0 +1,156 @@
+"""Helpers shared by the rule scripts: the user-error type, atomic writes, seeds, I/O.
+
+Every rule script has a `main()` that takes plain paths and parameters (so tests call it
+without Snakemake) and ends with `run_from_snakemake(main, ...)`, which maps the
+`snakemake` object onto those arguments, sends the log to the rule's log file and turns a
+`UserError` into a one-line message and a non-zero exit.
+"""
+
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Iterator
+
+log = logging.getLogger("pipeline")
+
+
+class UserError(Exception):
+    """A problem with the user's input (data, config, an earlier result), not a bug.
+
+    The message is one line that names the file, row and column or config key, and what is
+    wrong; it is printed without a traceback.
+    """
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def derive_seed(base: int, *parts: str) -> int:
+    """A seed for one job, stable across processes, machines and Python versions.
+
+    Python's `hash()` is salted per process, so it would break reproducible reruns; SHA-256
+    of the parts is not. Distinct parts give unrelated streams, so parallel jobs never
+    share one.
+    """
+    text = "\x1f".join([str(int(base)), *parts])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it onto `final` only on success.
+
+    An interrupted or failed job therefore never leaves a file that looks finished, and an
+    earlier result at `final` stays untouched until the new one is complete.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        # mkstemp creates the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def load_module(path: str | Path) -> ModuleType:
+    """Import a model file by path (model files are rule inputs, not an installed package)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    spec = importlib.util.spec_from_file_location(f"model_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_datatree(path: str | Path, rule_hint: str = ""):
+    """Open an ArviZ NetCDF file, or explain which file is broken and how to rebuild it."""
+    import arviz as az
+
+    path = Path(path)
+    try:
+        tree = az.from_netcdf(path)
+        # Opening is lazy; touch the data so a truncated file fails here, not in a plot.
+        tree.load()
+    except Exception as exc:  # netCDF4/HDF5 raise a zoo of types for damaged files
+        raise UserError(
+            f"{path}: cannot be read as NetCDF ({type(exc).__name__}: {exc}); "
+            f"rebuild it with `snakemake --forcerun {rule_hint or 'sample'}`"
+        ) from exc
+    return tree
+
+
+def write_datatree(tree, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tree.to_netcdf(tmp)
+
+
+def save_figure(figure, path: str | Path, **kwargs) -> None:
+    """Save a matplotlib figure atomically, in the format its extension names."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=path.suffix.lstrip("."), bbox_inches="tight", **kwargs)
+
+
+def setup_logging(log_path: str | Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    # Libraries' INFO chatter (PyTensor's config parser, ArviZ's backend search) is noise;
+    # warnings from anyone and this pipeline's own progress are not.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
+    log.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+
+def run_from_snakemake(main: Callable[..., object], snakemake, **kwargs) -> None:
+    """Run a rule's `main(**kwargs)` inside a Snakemake job, with the job's log file."""
+    setup_logging(snakemake.log[0] if snakemake.log else None)
+    try:
+        main(**kwargs)
+    except UserError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    except Exception:
+        log.error("unexpected failure:\n%s", traceback.format_exc())
+        sys.exit(1)
+
+
+def read_prepared(path: str | Path):
+    """Read a table written by prepare_data.py (already validated)."""
+    import pandas as pd
+
+    # Labels stay text: "007" must not become 7.
+    return pd.read_csv(path, dtype={"group": str, "trials": "int64", "successes": "int64"}, keep_default_na=False)
+
+
+def save_plot_collection(collection, path: str | Path) -> None:
+    """Save the figure behind an arviz-plots PlotCollection (atomically, like every output)."""
+    figure = collection.viz["figure"].item()
+    save_figure(figure, path)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

@@ -1,0 +1,105 @@
+"""Convergence diagnostics of one trace: summary.csv and diagnostics.json.
+
+A failed check (R-hat, ESS, divergences, BFMI) is a loud warning by default and a failure
+of the rule with `strict`. Non-finite draws always fail: they mean the numbers are wrong,
+not merely uncertain, and nothing downstream should be computed from them.
+"""
+
+
+import json
+import logging
+import math
+
+import numpy as np
+
+from common import UserError, atomic_path, read_datatree
+
+log = logging.getLogger("pipeline.diagnose")
+
+
+def summarise(trace, ci_prob: float):
+    import arviz as az
+
+    table = az.summary(trace, ci_prob=ci_prob, round_to="none")
+    table.index.name = "parameter"
+    return table
+
+
+def nonfinite_variables(trace) -> list[str]:
+    bad = []
+    for group in ("posterior", "log_likelihood"):
+        if group not in trace.children:
+            continue
+        for name, values in trace[group].data_vars.items():
+            if not np.isfinite(values.values).all():
+                bad.append(f"{group}/{name}")
+    return bad
+
+
+def check(trace, table, thresholds: dict) -> dict:
+    import arviz as az
+
+    stats = trace["sample_stats"]
+    divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    bfmi = [float(v) for v in np.atleast_1d(az.bfmi(trace)["energy"].values)] if "energy" in stats else []
+    report = {
+        "divergences": divergences,
+        "max_rhat": float(table["r_hat"].max()),
+        "min_ess_bulk": float(table["ess_bulk"].min()),
+        "min_ess_tail": float(table["ess_tail"].min()),
+        "bfmi": bfmi,
+        "thresholds": dict(thresholds),
+    }
+    problems = []
+    worst_rhat = table["r_hat"].idxmax()
+    if not report["max_rhat"] <= thresholds["max_rhat"]:
+        problems.append(f"R-hat {report['max_rhat']:.4f} of {worst_rhat} exceeds {thresholds['max_rhat']}")
+    for kind in ("bulk", "tail"):
+        column = f"ess_{kind}"
+        if not table[column].min() >= thresholds["min_ess"]:
+            problems.append(
+                f"ESS {kind} {table[column].min():.0f} of {table[column].idxmin()} is below {thresholds['min_ess']}"
+            )
+    if divergences > thresholds["max_divergences"]:
+        problems.append(f"{divergences} divergent transitions (at most {thresholds['max_divergences']} allowed)")
+    low = [f"chain {i}: {v:.2f}" for i, v in enumerate(bfmi) if v < thresholds["min_bfmi"]]
+    if low:
+        problems.append(f"BFMI below {thresholds['min_bfmi']} ({', '.join(low)})")
+    report["ok"] = not problems
+    report["problems"] = problems
+    return report
+
+
+def main(trace_path: str, summary_path: str, diagnostics_path: str, *, thresholds: dict, ci_prob: float, strict: bool) -> None:
+    trace = read_datatree(trace_path, rule_hint="sample")
+    bad = nonfinite_variables(trace)
+    if bad:
+        raise UserError(f"{trace_path}: non-finite values in {', '.join(bad)}; the fit cannot be used")
+    table = summarise(trace, ci_prob)
+    report = check(trace, table, thresholds)
+    for problem in report["problems"]:
+        log.warning("%s: %s", trace_path, problem)
+    if strict and not report["ok"]:
+        raise UserError(f"{trace_path}: diagnostics failed (diagnostics.strict is true): {'; '.join(report['problems'])}")
+    with atomic_path(summary_path) as tmp:
+        table.to_csv(tmp, float_format="%.10g")
+    with atomic_path(diagnostics_path) as tmp:
+        # json.dumps writes NaN as the invalid token NaN; R-hat of a constant is NaN.
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in report.items()}
+        tmp.write_text(json.dumps(clean, indent=2) + "\n")
+
+
+if "snakemake" in globals():
+    from common import run_from_snakemake
+
+    sm = snakemake  # noqa: F821 (injected by Snakemake)
+    run_from_snakemake(
+        main,
+        sm,
+        trace_path=sm.input.trace,
+        summary_path=sm.output.summary,
+        diagnostics_path=sm.output.diagnostics,
+        thresholds=dict(sm.params.thresholds),
+        ci_prob=sm.params.ci_prob,
+        strict=sm.params.strict,
+    )

@@ -1,0 +1,26 @@
+"""No pooling: every group has its own success probability, learnt from its data alone.
+
+    theta_j ~ Beta(1/2, 1/2)            (Jeffreys prior)
+    y_j     ~ Binomial(n_j, theta_j)
+
+A model file defines `build(data)` -> pm.Model, where `data` has columns group, trials
+and successes, and `new_group(model)`, called inside the model's context, which returns the
+success probability of a group that is not in the data. `POPULATION_MEAN` names the
+deterministic holding the population's mean success probability, or is None.
+"""
+
+import pymc as pm
+
+POPULATION_MEAN = None
+
+
+def build(data):
+    with pm.Model(coords={"group": data["group"].tolist()}) as model:
+        theta = pm.Beta("theta", alpha=0.5, beta=0.5, dims="group")
+        pm.Binomial("y", n=data["trials"].to_numpy(), p=theta, observed=data["successes"].to_numpy(), dims="group")
+    return model
+
+
+def new_group(model):
+    # Groups share nothing here, so the data say nothing about a new one: its prior.
+    return pm.Beta("theta_new", alpha=0.5, beta=0.5)

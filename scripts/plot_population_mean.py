@@ -1,0 +1,41 @@
+"""Posterior of the population's mean success probability, with its MAP marked.
+
+The MAP is the mode of the marginal posterior of mu, found as in the article from a
+histogram: the midpoint of the fullest of `bins` equal-width bins over [0, 1].
+"""
+
+
+import numpy as np
+
+from common import read_datatree, save_plot_collection
+
+
+def histogram_mode(values, bins: int = 100) -> float:
+    counts, edges = np.histogram(np.ravel(values), bins=bins, range=(0.0, 1.0))
+    fullest = int(np.argmax(counts))  # the first of equally full bins, deterministically
+    return float((edges[fullest] + edges[fullest + 1]) / 2)
+
+
+def main(trace_path: str, output: str, *, variable: str, ci_prob: float, bins: int = 100) -> None:
+    import arviz as az
+    import matplotlib
+
+    matplotlib.use("Agg")
+    trace = read_datatree(trace_path, rule_hint="sample")
+    mode = histogram_mode(trace["posterior"][variable].values, bins)
+    collection = az.plot_dist(trace, var_names=[variable], ci_prob=ci_prob)
+    axes = collection.viz["plot"][variable].item()
+    axes.axvline(mode, color="C3", linestyle="--")
+    axes.annotate(f"MAP: {mode:.3f}", xy=(mode, 0.9), xycoords=("data", "axes fraction"), ha="right",
+                  xytext=(-6, 0), textcoords="offset points", color="C3", fontsize=12)
+    save_plot_collection(collection, output)
+
+
+if "snakemake" in globals():
+    from common import run_from_snakemake
+
+    sm = snakemake  # noqa: F821 (injected by Snakemake)
+    run_from_snakemake(
+        main, sm, trace_path=sm.input.trace, output=sm.output[0], variable=sm.params.variable,
+        ci_prob=sm.params.ci_prob, bins=sm.params.bins,
+    )

@@ -1,0 +1,78 @@
+# Config validation, target lists, seeds and small helpers shared by the rules.
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(workflow.basedir).parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from check_config import check_config, model_file  # noqa: E402
+from common import UserError, derive_seed  # noqa: E402
+
+try:
+    _checked = check_config(config)
+except UserError as error:
+    # One line, no traceback: the user's config is wrong, not the workflow.
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+config.clear()
+config.update(_checked)
+
+DATASETS = list(config["datasets"])
+MODELS = list(config["models"])
+
+
+def one_of(names):
+    return "|".join(re.escape(name) for name in names)
+
+
+wildcard_constraints:
+    dataset=one_of(DATASETS),
+    model=one_of(MODELS),
+
+
+def model_path(wildcards):
+    return str(model_file(wildcards.model, config["models"][wildcards.model]))
+
+
+def population_mean(model):
+    """The model file's POPULATION_MEAN, read without importing it (PyMC is slow to import)."""
+    tree = ast.parse(Path(model_file(model, config["models"][model])).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "POPULATION_MEAN" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
+def job_seed(wildcards, purpose):
+    return derive_seed(config["sampling"]["seed"], wildcards.dataset, wildcards.model, purpose)
+
+
+PER_MODEL = [
+    "trace.nc",
+    "summary.csv",
+    "diagnostics.json",
+    "new_group.nc",
+    "model_graph.png",
+    "model_graph.svg",
+    "trace.png",
+    "forest.png",
+    "new_group.png",
+]
+
+
+def model_targets(dataset, model):
+    names = PER_MODEL + (["population_mean.png"] if population_mean(model) else [])
+    return [f"results/{dataset}/{model}/{name}" for name in names]
+
+
+def all_targets():
+    targets = []
+    for dataset in DATASETS:
+        targets.append(f"results/{dataset}/data.csv")
+        targets.append(f"results/{dataset}/forest_models.png")
+        for model in MODELS:
+            targets += model_targets(dataset, model)
+    return targets

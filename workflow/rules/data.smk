@@ -1,0 +1,16 @@
+rule prepare_data:
+    """Validate a data set's CSV and write it as group,trials,successes."""
+    input:
+        csv=lambda w: config["datasets"][w.dataset]["path"],
+    output:
+        "results/{dataset}/data.csv",
+    params:
+        columns=lambda w: {
+            key: config["datasets"][w.dataset][key] for key in ("group", "trials", "successes", "delimiter")
+        },
+    log:
+        "results/{dataset}/logs/prepare_data.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/prepare_data.py"

@@ -1,0 +1,102 @@
+def figure(path, caption, category):
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory="{model}" if "{model}" in path else "all models",
+        labels={"data set": "{dataset}", "model": "{model}" if "{model}" in path else "all", "figure": caption},
+    )
+
+
+rule plot_model_graph:
+    """The model's structure, drawn by Graphviz."""
+    input:
+        data="results/{dataset}/data.csv",
+        model=model_path,
+    output:
+        png=figure("results/{dataset}/{model}/model_graph.png", "model_graph", "Models"),
+        svg="results/{dataset}/{model}/model_graph.svg",
+    log:
+        "results/{dataset}/logs/{model}/plot_model_graph.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/plot_model_graph.py"
+
+
+rule plot_trace:
+    input:
+        trace="results/{dataset}/{model}/trace.nc",
+    output:
+        figure("results/{dataset}/{model}/trace.png", "trace", "Traces"),
+    log:
+        "results/{dataset}/logs/{model}/plot_trace.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/plot_trace.py"
+
+
+rule plot_forest:
+    input:
+        trace="results/{dataset}/{model}/trace.nc",
+    output:
+        figure("results/{dataset}/{model}/forest.png", "forest", "Success probabilities"),
+    params:
+        ci_prob=config["plots"]["ci_prob"],
+    log:
+        "results/{dataset}/logs/{model}/plot_forest.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/plot_forest.py"
+
+
+rule plot_models_forest:
+    """Every model's success probabilities side by side, per group."""
+    input:
+        traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
+    output:
+        figure("results/{dataset}/forest_models.png", "forest_models", "Success probabilities"),
+    params:
+        models=MODELS,
+        ci_prob=config["plots"]["ci_prob"],
+    log:
+        "results/{dataset}/logs/plot_models_forest.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/plot_models_forest.py"
+
+
+rule plot_new_group:
+    input:
+        prediction="results/{dataset}/{model}/new_group.nc",
+    output:
+        figure("results/{dataset}/{model}/new_group.png", "new_group", "New group"),
+    params:
+        ci_prob=config["plots"]["ci_prob"],
+    log:
+        "results/{dataset}/logs/{model}/plot_new_group.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/plot_new_group.py"
+
+
+rule plot_population_mean:
+    """Posterior of the population's mean success probability with its MAP."""
+    input:
+        trace="results/{dataset}/{model}/trace.nc",
+    output:
+        figure("results/{dataset}/{model}/population_mean.png", "population_mean", "Population"),
+    params:
+        variable=lambda w: population_mean(w.model),
+        ci_prob=config["plots"]["ci_prob"],
+        bins=config["plots"]["map_bins"],
+    log:
+        "results/{dataset}/logs/{model}/plot_population_mean.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/plot_population_mean.py"

@@ -73,6 +73,38 @@ def fill_defaults(node, schema: dict):
     return node
 
 
+JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+
+
+def subschema(schema: dict, key: str) -> dict:
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    return props.get(key) or (extra if isinstance(extra, dict) else {})
+
+
+def coerce_strings(node, schema: dict):
+    """Turn text into the number, boolean or null the schema asks for.
+
+    `snakemake --config sampling='{draws: 100}'` reads nested values with YAML's
+    BaseLoader, which leaves every scalar a string; without this, that documented way to
+    override a setting would be rejected as "'100' is not of type 'integer'".
+    """
+    if isinstance(node, dict):
+        return {key: coerce_strings(value, subschema(schema, key)) for key, value in node.items()}
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(node, str) and types and "string" not in types:
+        parsed = yaml.safe_load(node) if node.strip() else None
+        wanted = tuple(t for name in types if name in JSON_TYPES for t in as_tuple(JSON_TYPES[name]))
+        if isinstance(parsed, wanted) and not (isinstance(parsed, bool) and "boolean" not in types):
+            return parsed
+    return node
+
+
+def as_tuple(kind):
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
 def model_file(name: str, settings: dict) -> Path:
     return Path(settings["file"]) if settings.get("file") else MODELS_DIR / f"{name}.py"
 
@@ -80,7 +112,7 @@ def model_file(name: str, settings: dict) -> Path:
 def check_config(config: dict) -> dict:
     """Return the config with defaults filled in, or raise UserError naming the key."""
     schema = load_schema()
-    config = copy.deepcopy(dict(config))
+    config = coerce_strings(copy.deepcopy(dict(config)), schema)
     config["models"] = {
         name: ({} if settings is None else settings) for name, settings in (config.get("models") or {}).items()
     }

@@ -84,14 +84,19 @@ def load_module(path: str | Path) -> ModuleType:
 
 
 def read_datatree(path: str | Path, rule_hint: str = ""):
-    """Open an ArviZ NetCDF file, or explain which file is broken and how to rebuild it."""
-    import arviz as az
+    """Open an ArviZ NetCDF file, or explain which file is broken and how to rebuild it.
+
+    The data are read into memory and the file is closed at once. Left open (xarray's
+    default is lazy), HDF5 handles pile up and are closed whenever the garbage collector
+    gets to them, which crashed the process (a segfault in netCDF4) in long test runs.
+    Reading everything also makes a truncated file fail here, not halfway through a plot.
+    """
+    import xarray as xr
 
     path = Path(path)
     try:
-        tree = az.from_netcdf(path)
-        # Opening is lazy; touch the data so a truncated file fails here, not in a plot.
-        tree.load()
+        with xr.open_datatree(path, engine="netcdf4") as lazy:
+            tree = lazy.load()
     except Exception as exc:  # netCDF4/HDF5 raise a zoo of types for damaged files
         raise UserError(
             f"{path}: cannot be read as NetCDF ({type(exc).__name__}: {exc}); "
@@ -102,7 +107,7 @@ def read_datatree(path: str | Path, rule_hint: str = ""):
 
 def write_datatree(tree, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        tree.to_netcdf(tmp)
+        tree.to_netcdf(tmp, engine="netcdf4")
 
 
 def save_figure(figure, path: str | Path, **kwargs) -> None:

@@ -76,3 +76,14 @@ def all_targets():
         for model in MODELS:
             targets += model_targets(dataset, model)
     return targets
+
+
+def figure(path, caption, category):
+    """An output that goes into `snakemake --report`, with its caption from workflow/report/."""
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory="{model}" if "{model}" in path else "all models",
+        labels={"data set": "{dataset}", "model": "{model}" if "{model}" in path else "all", "figure": caption},
+    )

@@ -1,13 +1,3 @@
-def figure(path, caption, category):
-    return report(
-        path,
-        caption=f"../report/{caption}.rst",
-        category=category,
-        subcategory="{model}" if "{model}" in path else "all models",
-        labels={"data set": "{dataset}", "model": "{model}" if "{model}" in path else "all", "figure": caption},
-    )
-
-
 rule plot_model_graph:
     """The model's structure, drawn by Graphviz."""
     input:

@@ -1,0 +1,81 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+SPACEX = ROOT / "config" / "data" / "spacex.csv"
+SPACEX_COLUMNS = {"group": "mission", "trials": "launches", "successes": "successes"}
+
+
+@pytest.fixture(scope="session")
+def spacex_prepared(tmp_path_factory):
+    """The SpaceX table as prepare_data writes it."""
+    import prepare_data
+
+    path = tmp_path_factory.mktemp("data") / "data.csv"
+    prepare_data.main(str(SPACEX), str(path), **SPACEX_COLUMNS)
+    return path
+
+
+def tiny_config(**overrides) -> dict:
+    """The repository's config with sampling cut down so a whole run takes seconds."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["sampling"].update(draws=100, tune=100, chains=2)
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def copy_workflow(destination: Path) -> Path:
+    """A private copy of the project (workflow, scripts, config) to run Snakemake in."""
+    for part in ("workflow", "scripts", "config"):
+        shutil.copytree(ROOT / part, destination / part, ignore=shutil.ignore_patterns("__pycache__"))
+    # Rules name it in `conda:`; Snakemake records it with every job.
+    shutil.copy(ROOT / "environment.yml", destination)
+    return destination
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture
+def workflow_copy(tmp_path):
+    """A copy of the project with a tiny-settings config at config/config.yaml."""
+    copy_workflow(tmp_path)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    return tmp_path
+
+
+# Enough draws for checks to a few Monte Carlo standard errors, still seconds per model.
+SAMPLING = {"sampler": "nutpie", "draws": 2000, "tune": 1000, "chains": 4, "seed": 1}
+TARGET_ACCEPT = {"no_pooling": 0.95, "full_pooling": None, "hierarchical": 0.98}
+
+
+@pytest.fixture(scope="session")
+def spacex_traces(spacex_prepared, tmp_path_factory):
+    """The three models fitted to the SpaceX data once per test session: name -> trace path."""
+    import sample
+
+    out = tmp_path_factory.mktemp("traces")
+    traces = {}
+    for offset, (name, target_accept) in enumerate(TARGET_ACCEPT.items()):
+        path = out / f"{name}.nc"
+        sample.main(
+            str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{name}.py"), str(path),
+            dataset="spacex", model_name=name, sampling=SAMPLING, settings={"target_accept": target_accept},
+            seed=1000 + offset, cores=2,
+        )
+        traces[name] = path
+    return traces

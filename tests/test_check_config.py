@@ -1,0 +1,107 @@
+import copy
+
+import pytest
+import yaml
+
+import check_config
+from common import UserError
+from conftest import ROOT
+
+
+@pytest.fixture
+def config(monkeypatch):
+    monkeypatch.chdir(ROOT)  # data paths in the config are relative to the repository
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def with_default_delimiter(config):
+    expected = copy.deepcopy(config)
+    expected["datasets"]["spacex"]["delimiter"] = ","
+    return expected
+
+
+def test_repository_config_is_valid_and_complete(config):
+    assert check_config.check_config(config) == with_default_delimiter(config)
+
+
+def test_schema_defaults_equal_the_shipped_config(config):
+    minimal = {"datasets": config["datasets"], "models": config["models"]}
+    assert check_config.check_config(minimal) == with_default_delimiter(config)
+
+
+def test_dataset_columns_default_to_standard_names(config):
+    config["datasets"] = {"x": {"path": "config/data/spacex.csv"}}
+    checked = check_config.check_config(config)
+    assert checked["datasets"]["x"] == {
+        "path": "config/data/spacex.csv", "group": "group", "trials": "trials", "successes": "successes", "delimiter": ","
+    }
+
+
+def test_null_model_settings_become_empty(config):
+    config["models"]["hierarchical"] = None
+    assert check_config.check_config(config)["models"]["hierarchical"] == {}
+
+
+def with_change(config, path, value):
+    changed = copy.deepcopy(config)
+    node = changed
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return changed
+
+
+BAD = [
+    (("sampling", "drawz"), 5, "sampling.drawz: unknown key; did you mean 'draws'?"),
+    (("sampling", "draws"), 0, "sampling.draws"),
+    (("sampling", "tune"), -1, "sampling.tune"),
+    (("sampling", "chains"), 0, "sampling.chains"),
+    (("sampling", "draws"), "many", "sampling.draws: 'many' is not of type 'integer'"),
+    (("sampling", "sampler"), "nuts", "sampling.sampler: 'nuts' is not one of"),
+    (("models", "hierarchical", "target_accept"), 1.0, "models.hierarchical.target_accept"),
+    (("models", "hierarchical", "target_accept"), 0, "models.hierarchical.target_accept"),
+    (("models", "hierarchical", "target_acept"), 0.9, "did you mean 'target_accept'?"),
+    (("models", "hierarchicl"), {}, "models.hierarchicl: no model file"),
+    (("predic",), {}, "predic: unknown key; did you mean 'predict'?"),
+    (("predict", "new_trials"), 0, "predict.new_trials"),
+    (("diagnostics", "strict"), "yes", "diagnostics.strict"),
+    (("datasets", "spacex", "path"), "config/data/missing.csv", "datasets.spacex.path: config/data/missing.csv: file not found"),
+    (("datasets", "spacex", "path"), "config/data", "is a directory"),
+    (("datasets", "spacex", "colour"), "x", "datasets.spacex.colour: unknown key"),
+    (("plots", "ci_prob"), 1.5, "plots.ci_prob"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD)
+def test_bad_config_names_the_key(config, path, value, message):
+    with pytest.raises(UserError) as caught:
+        check_config.check_config(with_change(config, path, value))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "", ".hidden"])
+def test_dataset_names_that_could_escape_results_are_rejected(config, name):
+    config["datasets"] = {name: {"path": "config/data/spacex.csv"}}
+    with pytest.raises(UserError, match="datasets"):
+        check_config.check_config(config)
+
+
+@pytest.mark.parametrize("name", ["logs", "report.html"])
+def test_dataset_names_that_clash_with_outputs_are_rejected(config, name):
+    config["datasets"] = {name: {"path": "config/data/spacex.csv"}}
+    with pytest.raises(UserError, match="reserved"):
+        check_config.check_config(config)
+
+
+def test_dataset_named_like_a_model_is_rejected(config):
+    config["datasets"] = {"hierarchical": {"path": "config/data/spacex.csv"}}
+    with pytest.raises(UserError, match="share its name with a model"):
+        check_config.check_config(config)
+
+
+def test_model_file_can_live_elsewhere(config, tmp_path):
+    custom = tmp_path / "mine.py"
+    custom.write_text((ROOT / "scripts" / "models" / "hierarchical.py").read_text())
+    config["models"]["mine"] = {"file": str(custom)}
+    assert check_config.model_file("mine", check_config.check_config(config)["models"]["mine"]) == custom

@@ -1,0 +1,73 @@
+"""Every figure is drawn from real traces and is a readable image."""
+
+import numpy as np
+import pytest
+
+import plot_forest
+import plot_model_graph
+import plot_models_forest
+import plot_new_group
+import plot_population_mean
+import plot_trace
+import predict
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def assert_png(path, min_width=200):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    assert image.shape[1] >= min_width and image.shape[0] >= 100
+    # Not a blank canvas: the figure drew something.
+    assert image.std() > 0.01
+
+
+def test_histogram_mode_finds_the_fullest_bin():
+    values = np.concatenate([np.full(10, 0.123), np.linspace(0, 1, 50)])
+    assert plot_population_mean.histogram_mode(values, bins=100) == pytest.approx(0.125)
+    assert plot_population_mean.histogram_mode(np.full(5, 0.95), bins=10) == pytest.approx(0.95)
+
+
+def test_histogram_mode_of_a_beta_sample_is_near_its_mode():
+    draws = np.random.default_rng(0).beta(8, 3, size=200_000)
+    assert plot_population_mean.histogram_mode(draws, bins=100) == pytest.approx(7 / 9, abs=0.03)
+
+
+@pytest.mark.parametrize("model", ["no_pooling", "full_pooling", "hierarchical"])
+def test_per_model_figures(model, spacex_traces, spacex_prepared, tmp_path):
+    trace = str(spacex_traces[model])
+    plot_trace.main(trace, str(tmp_path / "trace.png"))
+    plot_forest.main(trace, str(tmp_path / "forest.png"), ci_prob=0.94)
+    prediction = tmp_path / "new_group.nc"
+    predict.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{model}.py"), trace, str(prediction), new_trials=10, seed=1)
+    plot_new_group.main(str(prediction), str(tmp_path / "new_group.png"), ci_prob=0.94)
+    plot_model_graph.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{model}.py"), str(tmp_path / "g.png"), str(tmp_path / "g.svg"))
+    for name in ("trace.png", "forest.png", "new_group.png", "g.png"):
+        assert_png(tmp_path / name)
+    svg = (tmp_path / "g.svg").read_text()
+    assert "<svg" in svg and "theta" in svg and "Binomial" in svg
+
+
+def test_population_mean_figure_marks_the_map(spacex_traces, tmp_path):
+    output = tmp_path / "mu.png"
+    plot_population_mean.main(str(spacex_traces["hierarchical"]), str(output), variable="mu", ci_prob=0.94)
+    assert_png(output)
+
+
+def test_models_forest_puts_all_models_in_one_figure(spacex_traces, tmp_path):
+    output = tmp_path / "forest_models.png"
+    names = list(spacex_traces)
+    plot_models_forest.main([str(spacex_traces[n]) for n in names], names, str(output), ci_prob=0.94)
+    assert_png(output, min_width=600)
+
+
+def test_pooled_theta_is_repeated_over_groups(spacex_traces):
+    from common import read_datatree
+
+    trace = read_datatree(spacex_traces["full_pooling"])
+    tree = plot_models_forest.theta_by_group(trace, ["a", "b", "c", "d"])
+    theta = tree["posterior"]["theta"]
+    assert theta.sizes["group"] == 4
+    np.testing.assert_array_equal(theta.sel(group="a").values, theta.sel(group="d").values)

@@ -1,0 +1,87 @@
+"""The sampled posteriors agree with the exact ones within a few Monte Carlo standard errors."""
+
+import numpy as np
+import pytest
+
+import exact
+import sample
+from common import read_datatree, read_prepared
+from conftest import ROOT, SAMPLING
+from diagnose import summarise
+
+pytestmark = pytest.mark.slow
+
+# A mean within this many of its MCSE; with a dozen checks, 4 gives a false alarm less
+# than once in a thousand fresh seeds.
+Z = 4.0
+
+
+@pytest.fixture(scope="module")
+def data(spacex_prepared):
+    table = read_prepared(spacex_prepared)
+    return table["trials"].to_numpy(), table["successes"].to_numpy()
+
+
+def assert_close(summary, parameter, mean, sd):
+    row = summary.loc[parameter]
+    assert abs(row["mean"] - mean) <= Z * row["mcse_mean"], (parameter, row["mean"], mean, row["mcse_mean"])
+    assert abs(row["sd"] - sd) <= Z * row["mcse_sd"], (parameter, row["sd"], sd, row["mcse_sd"])
+
+
+def parameters(summary, name):
+    return [p for p in summary.index if p == name or p.startswith(f"{name}[")]
+
+
+def test_no_pooling_matches_conjugate_beta(spacex_traces, data):
+    summary = summarise(read_datatree(spacex_traces["no_pooling"]), 0.94)
+    means, sds = exact.no_pooling(*data)
+    np.testing.assert_allclose(means, [0.4167, 0.9885, 0.9500, 0.5500], atol=5e-5)
+    for parameter, mean, sd in zip(parameters(summary, "theta"), means, sds, strict=True):
+        assert_close(summary, parameter, mean, sd)
+
+
+def test_full_pooling_matches_conjugate_beta(spacex_traces, data):
+    summary = summarise(read_datatree(spacex_traces["full_pooling"]), 0.94)
+    mean, sd = exact.full_pooling(*data)
+    assert mean == pytest.approx(0.9680, abs=5e-5)
+    assert_close(summary, "theta", mean, sd)
+
+
+def test_hierarchical_matches_numerical_integration(spacex_traces, data):
+    summary = summarise(read_datatree(spacex_traces["hierarchical"]), 0.94)
+    reference = exact.hierarchical(*data)
+    for name in ("alpha", "beta", "mu"):
+        assert_close(summary, name, *reference[name])
+    means, sds = reference["theta"]
+    for parameter, mean, sd in zip(parameters(summary, "theta"), means, sds, strict=True):
+        assert_close(summary, parameter, mean, sd)
+
+
+def test_pymc_sampler_matches_conjugate_beta(spacex_prepared, data, tmp_path):
+    path = tmp_path / "trace.nc"
+    sample.main(
+        str(spacex_prepared), str(ROOT / "scripts" / "models" / "full_pooling.py"), str(path),
+        dataset="spacex", model_name="full_pooling", sampling={**SAMPLING, "sampler": "pymc", "draws": 1000},
+        settings={}, seed=7, cores=2,
+    )
+    trace = read_datatree(path)
+    assert trace["posterior"].attrs["inference_library"] == "pymc"
+    assert_close(summarise(trace, 0.94), "theta", *exact.full_pooling(*data))
+
+
+def test_trace_groups_dims_and_provenance(spacex_traces, spacex_prepared):
+    from common import sha256_of
+
+    trace = read_datatree(spacex_traces["hierarchical"])
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(trace.children)
+    posterior = trace["posterior"]
+    assert posterior["theta"].dims == ("chain", "draw", "group")
+    assert list(posterior["group"].values) == ["Falcon 1", "Falcon 9", "Falcon Heavy", "Starship"]
+    assert posterior["mu"].shape == (4, 2000)
+    assert trace["log_likelihood"]["y"].dims == ("chain", "draw", "group")
+    attrs = trace.attrs
+    assert attrs["pipeline_data_sha256"] == sha256_of(spacex_prepared)
+    assert attrs["pipeline_model_file_sha256"] == sha256_of(ROOT / "scripts" / "models" / "hierarchical.py")
+    assert int(attrs["pipeline_seed"]) == 1002
+    for package in ("pymc", "pytensor", "arviz", "nutpie", "numpy"):
+        assert attrs[f"version_{package}"]

@@ -1,0 +1,112 @@
+"""The real workflow, run by the snakemake CLI in a private copy of the project on tiny settings."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from common import read_datatree
+from conftest import ROOT, copy_workflow, run_snakemake, tiny_config
+
+pytestmark = pytest.mark.slow
+
+MODELS = ["no_pooling", "full_pooling", "hierarchical"]
+GROUPS = ["Falcon 1", "Falcon 9", "Falcon Heavy", "Starship"]
+PER_MODEL = ["trace.nc", "summary.csv", "diagnostics.json", "new_group.nc", "model_graph.png", "model_graph.svg",
+             "trace.png", "forest.png", "new_group.png"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    result = run_snakemake(workdir)
+    return workdir, result
+
+
+def test_every_output_exists(finished_run):
+    workdir, _ = finished_run
+    results = workdir / "results" / "spacex"
+    assert (results / "data.csv").is_file()
+    assert (results / "forest_models.png").stat().st_size > 0
+    for model in MODELS:
+        for name in PER_MODEL:
+            assert (results / model / name).stat().st_size > 0, (model, name)
+    assert (results / "hierarchical" / "population_mean.png").is_file()
+    assert not (results / "no_pooling" / "population_mean.png").exists()
+    # Nothing half-written lies around.
+    assert not list(results.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_trace_contents(finished_run, model):
+    workdir, _ = finished_run
+    trace = read_datatree(workdir / "results" / "spacex" / model / "trace.nc")
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(trace.children)
+    posterior = trace["posterior"]
+    assert posterior.sizes["chain"] == 2 and posterior.sizes["draw"] == 100
+    expected = {"no_pooling": {"theta"}, "full_pooling": {"theta"}, "hierarchical": {"alpha", "beta", "mu", "theta"}}[model]
+    assert set(posterior.data_vars) == expected
+    theta_dims = ("chain", "draw") if model == "full_pooling" else ("chain", "draw", "group")
+    assert posterior["theta"].dims == theta_dims
+    assert list(trace["observed_data"]["group"].values) == GROUPS
+    assert list(trace["observed_data"]["y"].values) == [2, 301, 9, 5]
+    assert trace.attrs["pipeline_model"] == model and trace.attrs["pipeline_dataset"] == "spacex"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_diagnostics_and_prediction_contents(finished_run, model):
+    workdir, _ = finished_run
+    folder = workdir / "results" / "spacex" / model
+    summary = pd.read_csv(folder / "summary.csv", index_col="parameter")
+    assert {"mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"} <= set(summary.columns)
+    thetas = [p for p in summary.index if p.startswith("theta")]
+    assert len(thetas) == (1 if model == "full_pooling" else 4)
+    report = json.loads((folder / "diagnostics.json").read_text())
+    assert {"divergences", "max_rhat", "min_ess_bulk", "bfmi", "thresholds", "ok", "problems"} <= set(report)
+    # 100 draws cannot reach the default 400 effective draws: the check must say so.
+    assert report["ok"] is False and any("ESS" in p for p in report["problems"])
+    prediction = read_datatree(folder / "new_group.nc")["posterior_predictive"]
+    assert set(prediction.data_vars) == {"theta_new", "y_new"}
+    assert prediction["y_new"].values.max() <= 10
+
+
+def test_log_warns_about_failed_diagnostics(finished_run):
+    workdir, result = finished_run
+    assert "ESS bulk" in result.stderr
+    assert "ESS" in (workdir / "results" / "spacex" / "logs" / "hierarchical" / "diagnose.log").read_text()
+
+
+def test_rerun_has_nothing_to_do(finished_run):
+    workdir, _ = finished_run
+    result = run_snakemake(workdir, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_bad_data_stops_before_sampling_with_one_line(tmp_path):
+    copy_workflow(tmp_path)
+    (tmp_path / "config" / "data" / "spacex.csv").write_text("mission,launches,successes\nFalcon 1,5,7\n")
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    result = run_snakemake(tmp_path, check=False)
+    assert result.returncode != 0
+    assert "config/data/spacex.csv: row 1 (line 2), column 'successes': 7 successes exceed 5 trials" in result.stderr
+    assert not (tmp_path / "results" / "spacex" / "data.csv").exists()
+    assert not list((tmp_path / "results").rglob("*.nc"))
+
+
+def test_bad_config_is_refused_before_any_job(tmp_path):
+    copy_workflow(tmp_path)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    result = run_snakemake(tmp_path, "--config", "sampling={drawz: 10}", check=False)
+    assert result.returncode != 0
+    assert "error: config key sampling.drawz: unknown key; did you mean 'draws'?" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "Lints for" not in result.stdout + result.stderr

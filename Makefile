@@ -24,6 +24,10 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# What produced each trace: seed, sampler settings, data and model hashes, package versions.
+provenance: setup
+	$(BIN)/python scripts/provenance.py results
+
 lint: setup
 	$(BIN)/snakemake --lint
 

@@ -79,3 +79,23 @@ def spacex_traces(spacex_prepared, tmp_path_factory):
         )
         traces[name] = path
     return traces
+
+
+def planned_outputs(workdir: Path, *args: str) -> set[str]:
+    """What a dry run would make: every output of every job but `all`."""
+    result = run_snakemake(workdir, "--dry-run", *args)
+    planned, rule = set(), None
+    for line in (result.stdout + result.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("output:") and rule != "all":
+            planned.update(name.strip() for name in line.split(":", 1)[1].split(","))
+    return planned
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """The workflow run to completion once on tiny settings: (workdir, CompletedProcess)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    return workdir, run_snakemake(workdir)

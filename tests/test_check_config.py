@@ -64,7 +64,7 @@ BAD = [
     (("models", "hierarchicl"), {}, "models.hierarchicl: no model file"),
     (("predic",), {}, "predic: unknown key; did you mean 'predict'?"),
     (("predict", "new_trials"), 0, "predict.new_trials"),
-    (("diagnostics", "strict"), "yes", "diagnostics.strict"),
+    (("diagnostics", "strict"), "maybe", "diagnostics.strict"),
     (("datasets", "spacex", "path"), "config/data/missing.csv", "datasets.spacex.path: config/data/missing.csv: file not found"),
     (("datasets", "spacex", "path"), "config/data", "is a directory"),
     (("datasets", "spacex", "colour"), "x", "datasets.spacex.colour: unknown key"),
@@ -105,3 +105,17 @@ def test_model_file_can_live_elsewhere(config, tmp_path):
     custom.write_text((ROOT / "scripts" / "models" / "hierarchical.py").read_text())
     config["models"]["mine"] = {"file": str(custom)}
     assert check_config.model_file("mine", check_config.check_config(config)["models"]["mine"]) == custom
+
+
+def test_command_line_strings_become_the_types_the_schema_wants(config):
+    # `--config sampling='{draws: 100}'` delivers nested values as strings.
+    config["sampling"].update(draws="100", seed="7")
+    config["models"]["hierarchical"]["target_accept"] = "0.9"
+    config["models"]["full_pooling"]["target_accept"] = "null"
+    config["diagnostics"]["strict"] = "true"
+    checked = check_config.check_config(config)
+    assert checked["sampling"]["draws"] == 100 and checked["sampling"]["seed"] == 7
+    assert checked["models"]["hierarchical"]["target_accept"] == 0.9
+    assert checked["models"]["full_pooling"]["target_accept"] is None
+    assert checked["diagnostics"]["strict"] is True
+    assert checked["sampling"]["sampler"] == "nutpie"

@@ -19,14 +19,6 @@ PER_MODEL = ["trace.nc", "summary.csv", "diagnostics.json", "new_group.nc", "mod
              "trace.png", "forest.png", "new_group.png"]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
-    result = run_snakemake(workdir)
-    return workdir, result
-
-
 def test_every_output_exists(finished_run):
     workdir, _ = finished_run
     results = workdir / "results" / "spacex"

@@ -20,6 +20,10 @@ except UserError as error:
 config.clear()
 config.update(_checked)
 
+# Every rule script imports this module; as an input of every rule, editing it reruns
+# what it could have changed (Snakemake tracks a script's own code, not its imports).
+HELPERS = str(SCRIPTS / "common.py")
+
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
 

@@ -2,6 +2,7 @@ rule prepare_data:
     """Validate a data set's CSV and write it as group,trials,successes."""
     input:
         csv=lambda w: config["datasets"][w.dataset]["path"],
+        helpers=HELPERS,
     output:
         "results/{dataset}/data.csv",
     params:

@@ -2,6 +2,7 @@ rule diagnose:
     """R-hat, ESS, MCSE, divergences and BFMI of one trace, checked against thresholds."""
     input:
         trace="results/{dataset}/{model}/trace.nc",
+        helpers=HELPERS,
     output:
         summary=report(
             "results/{dataset}/{model}/summary.csv",

@@ -3,6 +3,7 @@ rule plot_model_graph:
     input:
         data="results/{dataset}/data.csv",
         model=model_path,
+        helpers=HELPERS,
     output:
         png=figure("results/{dataset}/{model}/model_graph.png", "model_graph", "Models"),
         svg="results/{dataset}/{model}/model_graph.svg",
@@ -17,6 +18,7 @@ rule plot_model_graph:
 rule plot_trace:
     input:
         trace="results/{dataset}/{model}/trace.nc",
+        helpers=HELPERS,
     output:
         figure("results/{dataset}/{model}/trace.png", "trace", "Traces"),
     log:
@@ -30,6 +32,7 @@ rule plot_trace:
 rule plot_forest:
     input:
         trace="results/{dataset}/{model}/trace.nc",
+        helpers=HELPERS,
     output:
         figure("results/{dataset}/{model}/forest.png", "forest", "Success probabilities"),
     params:
@@ -46,6 +49,7 @@ rule plot_models_forest:
     """Every model's success probabilities side by side, per group."""
     input:
         traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
+        helpers=HELPERS,
     output:
         figure("results/{dataset}/forest_models.png", "forest_models", "Success probabilities"),
     params:
@@ -62,6 +66,7 @@ rule plot_models_forest:
 rule plot_new_group:
     input:
         prediction="results/{dataset}/{model}/new_group.nc",
+        helpers=HELPERS,
     output:
         figure("results/{dataset}/{model}/new_group.png", "new_group", "New group"),
     params:
@@ -78,6 +83,7 @@ rule plot_population_mean:
     """Posterior of the population's mean success probability with its MAP."""
     input:
         trace="results/{dataset}/{model}/trace.nc",
+        helpers=HELPERS,
     output:
         figure("results/{dataset}/{model}/population_mean.png", "population_mean", "Population"),
     params:

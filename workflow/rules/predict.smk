@@ -4,6 +4,7 @@ rule predict:
         data="results/{dataset}/data.csv",
         model=model_path,
         trace="results/{dataset}/{model}/trace.nc",
+        helpers=HELPERS,
     output:
         "results/{dataset}/{model}/new_group.nc",
     params:

@@ -3,6 +3,7 @@ rule sample:
     input:
         data="results/{dataset}/data.csv",
         model=model_path,
+        helpers=HELPERS,
     output:
         "results/{dataset}/{model}/trace.nc",
     params:

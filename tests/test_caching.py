@@ -1,0 +1,182 @@
+"""What reruns when: each row of the README's table, on a real results tree.
+
+One project copy with two data sets is run to completion once; each test then asks a dry
+run what a change would redo, or makes the change for real where bytes and times matter,
+and puts the project back as it was.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common import read_datatree
+from conftest import copy_workflow, planned_outputs, run_snakemake, tiny_config
+
+pytestmark = pytest.mark.slow
+
+MODELS = ["no_pooling", "full_pooling", "hierarchical"]
+OTHER = "group,trials,successes\nA,20,3\nB,15,12\nC,40,33\nD,8,8\nE,12,1\n"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("cached"))
+    (workdir / "config" / "data" / "other.csv").write_text(OTHER)
+    config = tiny_config()
+    config["datasets"]["other"] = {"path": "config/data/other.csv"}
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(workdir)
+    return workdir
+
+
+def outputs(workdir, dataset=None, model=None):
+    """Every output of the complete run (relative paths), optionally of one branch."""
+    found = set()
+    for path in (workdir / "results").rglob("*"):
+        relative = path.relative_to(workdir).as_posix()
+        if path.is_file() and "/logs/" not in relative:
+            parts = relative.split("/")
+            if dataset and parts[1] != dataset:
+                continue
+            if model and (len(parts) < 4 or parts[2] != model):
+                continue
+            found.add(relative)
+    return found
+
+
+def branch(workdir, model):
+    """A model's outputs in every data set, plus the cross-model figures that use them."""
+    return {p for d in ("spacex", "other") for p in outputs(workdir, d, model)} | {
+        f"results/{d}/forest_models.png" for d in ("spacex", "other")
+    }
+
+
+def with_config(workdir, change):
+    path = workdir / "config" / "config.yaml"
+    original = path.read_text()
+    config = yaml.safe_load(original)
+    change(config)
+    path.write_text(yaml.safe_dump(config))
+    return original
+
+
+class edited:
+    """Append to a file for the duration of a `with`, then restore its bytes and times."""
+
+    def __init__(self, path: Path, text: str):
+        self.path, self.text = path, text
+
+    def __enter__(self):
+        self.original, self.stat = self.path.read_bytes(), self.path.stat()
+        self.path.write_bytes(self.original + self.text.encode())
+        return self
+
+    def __exit__(self, *exc):
+        self.path.write_bytes(self.original)
+        os.utime(self.path, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+
+
+def fingerprints(paths):
+    return {p: (Path(p).read_bytes(), Path(p).stat().st_mtime_ns) for p in paths}
+
+
+def test_complete_run_has_nothing_to_do(project):
+    assert planned_outputs(project) == set()
+
+
+def test_model_setting_in_config_file_reruns_that_model_only(project):
+    original = with_config(project, lambda c: c["models"]["hierarchical"].update(target_accept=0.9))
+    try:
+        # The model's graph depends on the data and the model file, not on sampler settings.
+        expected = {p for p in branch(project, "hierarchical") if "model_graph" not in p}
+        assert planned_outputs(project) == expected
+    finally:
+        (project / "config" / "config.yaml").write_text(original)
+
+
+def test_model_setting_on_command_line_reruns_only_its_branch_for_real(project):
+    others = [project / f"results/{d}/{m}/trace.nc" for d in ("spacex", "other") for m in ("no_pooling", "full_pooling")]
+    before = fingerprints(others)
+    changed = [project / f"results/{d}/hierarchical/trace.nc" for d in ("spacex", "other")]
+    old_times = {p: p.stat().st_mtime_ns for p in changed}
+    result = run_snakemake(project, "--config", "models={hierarchical: {target_accept: 0.9}}")
+    assert fingerprints(others) == before
+    assert all(p.stat().st_mtime_ns > old_times[p] for p in changed)
+    assert "rule sample:" in result.stdout + result.stderr
+    assert read_datatree(changed[0]).attrs["pipeline_model_settings"] == '{"target_accept": 0.9}'
+    # Back to the config file's setting: the branch reruns once more, nothing else.
+    run_snakemake(project)
+    assert fingerprints(others) == before
+    assert planned_outputs(project) == set()
+
+
+def test_editing_a_model_file_reruns_that_model_only(project):
+    with edited(project / "scripts" / "models" / "full_pooling.py", "\n# an edit\n"):
+        assert planned_outputs(project) == branch(project, "full_pooling")
+    # Same bytes again (with a newer time on disk it would still be the same content).
+    assert planned_outputs(project) == set()
+
+
+def test_a_model_file_rewritten_with_the_same_content_reruns_nothing(project):
+    path = project / "scripts" / "models" / "hierarchical.py"
+    path.write_bytes(path.read_bytes())  # new modification time, same content
+    assert planned_outputs(project) == set()
+
+
+def test_editing_a_plotting_script_reruns_that_plot_only(project):
+    with edited(project / "scripts" / "plot_trace.py", "\n# an edit\n"):
+        planned = planned_outputs(project)
+    assert planned == {p for p in outputs(project) if p.endswith("/trace.png")}
+    assert len(planned) == 6
+
+
+def test_editing_the_sampling_script_reruns_every_model(project):
+    with edited(project / "scripts" / "sample.py", "\n# an edit\n"):
+        planned = planned_outputs(project)
+    traces = {p for p in outputs(project) if p.endswith("trace.nc")}
+    assert traces <= planned and len(traces) == 6
+    assert not any(p.endswith(("data.csv", "model_graph.png")) for p in planned)
+
+
+@pytest.mark.parametrize("key,value", [("draws", 101), ("tune", 99), ("chains", 3), ("seed", 7), ("sampler", "pymc")])
+def test_sampling_settings_rerun_every_model(project, key, value):
+    original = with_config(project, lambda c: c["sampling"].update({key: value}))
+    try:
+        planned = planned_outputs(project)
+    finally:
+        (project / "config" / "config.yaml").write_text(original)
+    assert {p for p in outputs(project) if p.endswith("trace.nc")} <= planned
+    assert not any(p.endswith(("data.csv", "model_graph.png", "model_graph.svg")) for p in planned)
+
+
+def test_new_trials_reruns_prediction_and_its_plot_only(project):
+    planned = planned_outputs(project, "--config", "predict={new_trials: 20}")
+    assert planned == {p for p in outputs(project) if p.endswith(("new_group.nc", "new_group.png"))}
+
+
+def test_changing_one_data_file_reruns_that_data_set_only(project):
+    with edited(project / "config" / "data" / "other.csv", "F,3,1\n"):
+        planned = planned_outputs(project)
+    assert planned == outputs(project, "other")
+
+
+def test_rewriting_a_data_file_with_the_same_content_reruns_nothing(project):
+    path = project / "config" / "data" / "spacex.csv"
+    path.write_bytes(path.read_bytes())
+    assert planned_outputs(project) == set()
+
+
+def test_adding_a_data_set_runs_only_its_jobs(project, tmp_path):
+    (tmp_path / "third.csv").write_text(OTHER)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"datasets": {"third": {"path": str(tmp_path / "third.csv")}}}))
+    planned = planned_outputs(project, "--configfile", "config/config.yaml", str(extra))
+    assert planned and all(p.startswith("results/third/") for p in planned)
+    assert "results/third/hierarchical/trace.nc" in planned
+
+
+def test_diagnostic_thresholds_rerun_diagnostics_only(project):
+    planned = planned_outputs(project, "--config", "diagnostics={max_rhat: 1.05, strict: false}")
+    assert planned == {p for p in outputs(project) if p.endswith(("summary.csv", "diagnostics.json"))}

@@ -50,6 +50,27 @@ def population_mean(model):
     return None
 
 
+def group_count(dataset):
+    """Rows of a data set's CSV (an upper bound on its groups), read cheaply at DAG time."""
+    with open(config["datasets"][dataset]["path"], "rb") as handle:
+        return max(1, sum(1 for _ in handle) - 1)
+
+
+def sample_mem_mb(wildcards, attempt):
+    # Posterior, log-likelihood and the copies made while converting and writing them:
+    # about ten float64 values per group, draw and chain, on top of PyMC's ~1 GB.
+    sampling = config["sampling"]
+    values = sampling["draws"] * sampling["chains"] * (group_count(wildcards.dataset) + 4) * 10
+    return (1000 + values * 8 // 2**20) * attempt
+
+
+def sample_runtime(wildcards, attempt):
+    # Minutes: compiling takes a few seconds; sampling grows with steps x groups.
+    sampling = config["sampling"]
+    steps = (sampling["draws"] + sampling["tune"]) * sampling["chains"]
+    return (10 + steps * group_count(wildcards.dataset) // 2_000_000) * attempt
+
+
 def job_seed(wildcards, purpose):
     return derive_seed(config["sampling"]["seed"], wildcards.dataset, wildcards.model, purpose)
 

@@ -12,6 +12,9 @@ rule sample:
         sampling=config["sampling"],
         seed=lambda w: job_seed(w, "sample"),
     threads: config["sampling"]["chains"]
+    resources:
+        mem_mb=sample_mem_mb,
+        runtime=sample_runtime,
     log:
         "results/{dataset}/logs/{model}/sample.log",
     conda:

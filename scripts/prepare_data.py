@@ -87,6 +87,10 @@ def validate(path: str | Path, group: str, trials: str, successes: str, delimite
                     f"{path}: line 1: columns are separated by {name}, expected '{delimiter}'; "
                     f"set the data set's 'delimiter' in the config or save the file as CSV"
                 )
+    names = [name.strip() for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1 and name})
+    if repeated:
+        raise UserError(f"{path}: line 1: column '{repeated[0]}' appears more than once")
     columns = {
         role: find_column(path, header, name, role)
         for role, name in (("group", group), ("trials", trials), ("successes", successes))

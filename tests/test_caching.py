@@ -6,6 +6,7 @@ and puts the project back as it was.
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,9 @@ def test_adding_a_data_set_runs_only_its_jobs(project, tmp_path):
 def test_diagnostic_thresholds_rerun_diagnostics_only(project):
     planned = planned_outputs(project, "--config", "diagnostics={max_rhat: 1.05, strict: false}")
     assert planned == {p for p in outputs(project) if p.endswith(("summary.csv", "diagnostics.json"))}
+
+
+def test_a_moved_project_reruns_nothing(project, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(project, moved, symlinks=True)
+    assert planned_outputs(moved) == set()

@@ -71,6 +71,19 @@ BAD_TABLES = [
     (HEADER + "A,5\n", "row 1 (line 2): 2 fields, but the header has 3"),
     ("mission;launches;successes\nA;5;1\n", "separated by semicolons"),
     ("mission\tlaunches\tsuccesses\nA\t5\t1\n", "separated by tabs"),
+    ("mission|launches|successes\nA|5|1\n", "separated by pipes"),
+    ("\ufeff", "file is empty"),
+    ("\ufeff" + HEADER, "no data rows"),
+    ("mission,launches,successes,launches\nA,5,1,5\n", "column 'launches' appears more than once"),
+    (HEADER + "A,5,1,extra\n", "row 1 (line 2): 4 fields, but the header has 3"),
+    (HEADER + "   ,5,1\n", "empty group label"),
+    (HEADER + "A,1 0,1\n", "'1 0' is not a number"),
+    (HEADER + "A,0x10,1\n", "'0x10' is not a number"),
+    (HEADER + "A,NaN,1\n", "'NaN' is not a whole number"),
+    (HEADER + "A,-0,0\n", "trials must be at least 1"),
+    (HEADER + "A,5,-1\n", "column 'successes': -1 is negative"),
+    (HEADER + "A,5,\n", "column 'successes': missing value"),
+    (HEADER + "A,5,1\nB,4,2\nC,3,x\n", "row 3 (line 4), column 'successes': 'x' is not a number"),
     (HEADER.encode() + b"Caf\xe9,5,1\n", "line 2: byte 0xe9 is not UTF-8"),
 ]
 
@@ -81,7 +94,7 @@ def test_bad_table_names_the_problem_and_writes_nothing(tmp_path, content, messa
         prepare(tmp_path, content)
     text = str(caught.value)
     assert message in text
-    assert "input.csv" in text
+    assert text.startswith(str(tmp_path / "input.csv"))
     assert "\n" not in text
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

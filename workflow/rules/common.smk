@@ -1,6 +1,7 @@
 # Config validation, target lists, seeds and small helpers shared by the rules.
 
 import ast
+import os
 import re
 import sys
 from pathlib import Path
@@ -10,9 +11,14 @@ sys.path.insert(0, str(SCRIPTS))
 
 from check_config import check_config, model_file  # noqa: E402
 from common import UserError, derive_seed  # noqa: E402
+from prepare_data import validate  # noqa: E402
 
 try:
     _checked = check_config(config)
+    # Tables are checked here too, not only in their job: a bad table then stops the run
+    # before any job starts, so no earlier result is deleted or replaced. It is cheap.
+    for _name, _table in _checked["datasets"].items():
+        validate(_table["path"], _table["group"], _table["trials"], _table["successes"], _table["delimiter"])
 except UserError as error:
     # One line, no traceback: the user's config is wrong, not the workflow.
     print(f"error: {error}", file=sys.stderr)
@@ -22,7 +28,9 @@ config.update(_checked)
 
 # Every rule script imports this module; as an input of every rule, editing it reruns
 # what it could have changed (Snakemake tracks a script's own code, not its imports).
-HELPERS = str(SCRIPTS / "common.py")
+# Inputs are named relative to the working directory: Snakemake records the set of input
+# paths, and absolute ones would make a moved or copied project rerun everything.
+HELPERS = os.path.relpath(SCRIPTS / "common.py")
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
@@ -38,7 +46,7 @@ wildcard_constraints:
 
 
 def model_path(wildcards):
-    return str(model_file(wildcards.model, config["models"][wildcards.model]))
+    return os.path.relpath(model_file(wildcards.model, config["models"][wildcards.model]))
 
 
 def population_mean(model):

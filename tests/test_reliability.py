@@ -1,0 +1,239 @@
+"""Mistakes and accidents never lose or fake a result: bad tables, interrupted and
+concurrent runs, damaged traces, and a sampler in trouble, through the real workflow."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common import read_datatree
+from conftest import copy_workflow, run_snakemake, tiny_config
+from test_prepare_data import BAD_TABLES
+
+pytestmark = pytest.mark.slow
+
+MODELS = ["no_pooling", "full_pooling", "hierarchical"]
+
+
+def snapshot(workdir):
+    """Bytes and modification time of every file under results/."""
+    return {
+        p.relative_to(workdir).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted((workdir / "results").rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def completed(finished_run, tmp_path_factory):
+    """A private copy of the finished tiny run, results and Snakemake's records included."""
+    source, _ = finished_run
+    workdir = tmp_path_factory.mktemp("reliable") / "project"
+    shutil.copytree(source, workdir, symlinks=True)
+    return workdir
+
+
+@pytest.mark.parametrize("content,message", BAD_TABLES)
+def test_bad_table_stops_the_workflow_and_keeps_results(completed, content, message):
+    data = completed / "config" / "data" / "spacex.csv"
+    original = data.read_bytes()
+    before = snapshot(completed)
+    data.write_bytes(content if isinstance(content, bytes) else content.encode())
+    try:
+        result = run_snakemake(completed, check=False)
+    finally:
+        data.write_bytes(original)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: config/data/spacex.csv") and message in lines[0]
+    assert snapshot(completed) == before
+
+
+def test_missing_data_file_names_the_config_key(completed):
+    before = snapshot(completed)
+    result = run_snakemake(completed, "--config", "datasets={spacex: {path: config/data/nope.csv}}", check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: config key datasets.spacex.path: config/data/nope.csv: file not found"]
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    assert snapshot(completed) == before
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("models={hierarchical: {target_accept: 1.5}}", "models.hierarchical.target_accept"),
+        ("models={pooled: {}}", "models.pooled: no model file"),
+        ("sampling={sampler: stan}", "sampling.sampler"),
+        ("sampling={chains: 0}", "sampling.chains"),
+        ("datasets={../escape: {path: config/data/spacex.csv}}", "datasets"),
+        ("diagnostics={max_rhatt: 1.1}", "did you mean 'max_rhat'"),
+    ],
+)
+def test_bad_config_stops_before_any_job(completed, override, message):
+    before = snapshot(completed)
+    result = run_snakemake(completed, "--config", override, check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: config key") and message in errors[0]
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    assert snapshot(completed) == before
+
+
+def slow_project(workdir):
+    """Sampling that lasts several seconds, so that a run can be interrupted inside it."""
+    copy_workflow(workdir)
+    config = tiny_config()
+    config["sampling"].update(draws=60000, tune=500)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir
+
+
+# The slow projects stop at the traces: figures of 120,000 draws would only cost time.
+TRACES = [f"results/spacex/{m}/trace.nc" for m in MODELS]
+
+
+def start_snakemake(workdir, *args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args, *TRACES], cwd=workdir,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def wait_for(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sampling_under_way(workdir):
+    """Some trace is finished and another model's sampling job has started."""
+    folder = workdir / "results" / "spacex"
+    done = [m for m in MODELS if (folder / m / "trace.nc").exists()]
+    started = [m for m in MODELS if (folder / "logs" / m / "sample.log").exists() and m not in done]
+    return bool(done) and bool(started)
+
+
+def assert_every_trace_is_whole(workdir):
+    for trace in (workdir / "results").rglob("trace.nc"):
+        posterior = read_datatree(trace)["posterior"]
+        assert posterior.sizes["draw"] == 60000, trace
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_interrupted_sampling_leaves_nothing_that_looks_finished(tmp_path, how):
+    workdir = slow_project(tmp_path)
+    process = start_snakemake(workdir)
+    wait_for(lambda: sampling_under_way(workdir), 240, "a sampling job to start")
+    time.sleep(1.5)
+    finished_before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (workdir / "results").rglob("trace.nc")}
+    if how == "SIGINT":
+        process.send_signal(signal.SIGINT)  # Ctrl-C: Snakemake stops its jobs and cleans up
+    else:
+        os.killpg(process.pid, signal.SIGKILL)  # no chance to clean up at all
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert_every_trace_is_whole(workdir)
+    if how == "SIGKILL":
+        # The dead run's lock stays; the README says to clear it first.
+        assert "cannot be locked" in run_snakemake(workdir, *TRACES, check=False).stderr
+        run_snakemake(workdir, "--unlock")
+    result = run_snakemake(workdir, "--rerun-incomplete", *TRACES)
+    assert "steps (100%) done" in result.stderr + result.stdout
+    assert_every_trace_is_whole(workdir)
+    for path, (content, mtime) in finished_before.items():
+        assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime, path
+    assert not list((workdir / "results").rglob("*.tmp"))
+
+
+def test_second_invocation_is_refused_while_the_first_runs(tmp_path):
+    workdir = slow_project(tmp_path)
+    first = start_snakemake(workdir)
+    wait_for(lambda: any((workdir / ".snakemake" / "locks").glob("*")), 60, "the first run to lock")
+    second = run_snakemake(workdir, *TRACES, check=False)
+    assert second.returncode != 0
+    assert "Directory cannot be locked" in second.stderr
+    output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output[-3000:]
+    assert_every_trace_is_whole(workdir)
+
+
+def test_damaged_trace_fails_downstream_with_file_and_remedy(completed):
+    trace = completed / "results" / "spacex" / "full_pooling" / "trace.nc"
+    original = trace.read_bytes()
+    trace.write_bytes(original[: len(original) // 3])
+    plot = completed / "results" / "spacex" / "full_pooling" / "trace.png"
+    try:
+        result = run_snakemake(completed, "--keep-going", check=False)
+        assert result.returncode != 0
+        assert "results/spacex/full_pooling/trace.nc: cannot be read as NetCDF" in result.stderr
+        assert "snakemake --forcerun sample" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not plot.exists()  # the stale figure was removed, and no new one drawn from garbage
+        # The remedy the message gives works.
+        run_snakemake(completed, "--forcerun", "sample", "--", "results/spacex/full_pooling/trace.nc")
+        run_snakemake(completed)
+        assert plot.exists()
+        read_datatree(trace)
+    finally:
+        if not plot.exists():
+            trace.write_bytes(original)
+
+
+FUNNEL = '''"""Neal's funnel on the log-odds: a geometry NUTS cannot explore without divergences."""
+import pymc as pm
+
+POPULATION_MEAN = None
+
+
+def build(data):
+    with pm.Model(coords={"group": data["group"].tolist()}) as model:
+        log_scale = pm.Normal("log_scale", 0, 3)
+        logit = pm.Normal("logit", 0, pm.math.exp(log_scale / 2), dims="group")
+        theta = pm.Deterministic("theta", pm.math.invlogit(logit), dims="group")
+        pm.Binomial("y", n=data["trials"].to_numpy(), p=theta, observed=data["successes"].to_numpy(), dims="group")
+    return model
+
+
+def new_group(model):
+    return pm.Deterministic("theta_new", pm.math.invlogit(pm.Normal("logit_new", 0, pm.math.exp(model["log_scale"] / 2))))
+'''
+
+
+def funnel_project(workdir, strict):
+    copy_workflow(workdir)
+    (workdir / "funnel.py").write_text(FUNNEL)
+    config = tiny_config()
+    config["sampling"].update(draws=300, tune=100)
+    config["models"] = {"funnel": {"file": "funnel.py", "target_accept": 0.6}}
+    config["diagnostics"]["strict"] = strict
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir
+
+
+def test_sampler_trouble_is_reported(tmp_path):
+    workdir = funnel_project(tmp_path, strict=False)
+    result = run_snakemake(workdir, "results/spacex/funnel/diagnostics.json")
+    report = json.loads((workdir / "results" / "spacex" / "funnel" / "diagnostics.json").read_text())
+    assert report["ok"] is False and report["divergences"] > 0
+    assert "divergent transitions" in result.stderr
+
+
+def test_strict_diagnostics_stop_the_workflow_at_that_model(tmp_path):
+    workdir = funnel_project(tmp_path, strict=True)
+    result = run_snakemake(workdir, check=False)
+    assert result.returncode != 0
+    assert "diagnostics failed (diagnostics.strict is true)" in result.stderr
+    folder = workdir / "results" / "spacex" / "funnel"
+    assert (folder / "trace.nc").exists()  # kept, to be inspected
+    assert not (folder / "diagnostics.json").exists() and not (folder / "summary.csv").exists()

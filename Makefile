@@ -8,7 +8,7 @@ CORES ?= all
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint provenance lock clean
+.PHONY: setup run test lint provenance lock clean bench
 
 setup: $(STAMP)
 	@tools/ensure-dot.sh
@@ -23,6 +23,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Timings side by side (see benchmarks/README.md); BENCH_ARGS="--quick" for a shorter run.
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # What produced each trace: seed, sampler settings, data and model hashes, package versions.
 provenance: setup

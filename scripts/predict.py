@@ -10,22 +10,36 @@ from common import load_module, read_datatree, read_prepared, write_datatree
 
 
 def predict(model, module, trace, *, new_trials: int, seed: int):
-    import pymc as pm
+    """theta_new and y_new once per posterior draw, as a Dataset over (chain, draw).
 
+    The forward graph is vectorised over all draws and evaluated once (PyMC's
+    `vectorize_over_posterior`), instead of once per draw as `sample_posterior_predictive`
+    does: same distribution, a few seconds less per job.
+    """
+    import pymc as pm
+    import xarray as xr
+    from pymc.sampling.forward import vectorize_over_posterior
+
+    fitted = list(model.free_RVs)  # before new_group() adds its own
     with model:
         theta_new = module.new_group(model)
-        pm.Binomial("y_new", n=new_trials, p=theta_new)
-        return pm.sample_posterior_predictive(
-            trace, var_names=["theta_new", "y_new"], random_seed=seed, progressbar=False
-        )
+        y_new = pm.Binomial("y_new", n=new_trials, p=theta_new)
+    posterior = trace["posterior"].to_dataset()
+    # Copies as outputs, not the variables themselves: PyMC resizes a random variable that
+    # owes nothing to the fit (no pooling's new group is its prior) to one draw per
+    # posterior draw only when it is not itself an output.
+    outputs = vectorize_over_posterior([theta_new.copy(), y_new.copy()], posterior, input_rvs=fitted)
+    theta_draws, y_draws = pm.draw(outputs, random_seed=seed)
+    dims = ("chain", "draw")
+    coords = {dim: posterior.coords[dim] for dim in dims}
+    return xr.Dataset({"theta_new": (dims, theta_draws), "y_new": (dims, y_draws)}, coords=coords)
 
 
 def main(data: str, model_file: str, trace_path: str, output: str, *, new_trials: int, seed: int) -> None:
     trace = read_datatree(trace_path, rule_hint="sample")
     module = load_module(model_file)
     model = module.build(read_prepared(data))
-    draws = predict(model, module, trace, new_trials=new_trials, seed=seed)
-    result = draws["posterior_predictive"].to_dataset()
+    result = predict(model, module, trace, new_trials=new_trials, seed=seed)
     result.attrs.update({"new_trials": new_trials, "seed": seed, "trace_model": trace.attrs.get("pipeline_model", "")})
     write_datatree(_as_tree(result), output)
 

@@ -31,6 +31,7 @@ config.update(_checked)
 # Inputs are named relative to the working directory: Snakemake records the set of input
 # paths, and absolute ones would make a moved or copied project rerun everything.
 HELPERS = os.path.relpath(SCRIPTS / "common.py")
+NUTPIE_CALLBACKS = os.path.relpath(SCRIPTS / "nutpie_callbacks.py")
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])

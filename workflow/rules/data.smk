@@ -11,6 +11,8 @@ rule prepare_data:
         },
     log:
         "results/{dataset}/logs/prepare_data.log",
+    benchmark:
+        "results/{dataset}/benchmarks/prepare_data.tsv",
     conda:
         "../../environment.yml"
     script:

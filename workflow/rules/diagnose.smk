@@ -18,6 +18,8 @@ rule diagnose:
         ci_prob=config["plots"]["ci_prob"],
     log:
         "results/{dataset}/logs/{model}/diagnose.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/diagnose.tsv",
     conda:
         "../../environment.yml"
     script:

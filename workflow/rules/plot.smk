@@ -9,6 +9,8 @@ rule plot_model_graph:
         svg="results/{dataset}/{model}/model_graph.svg",
     log:
         "results/{dataset}/logs/{model}/plot_model_graph.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/plot_model_graph.tsv",
     conda:
         "../../environment.yml"
     script:
@@ -23,6 +25,8 @@ rule plot_trace:
         figure("results/{dataset}/{model}/trace.png", "trace", "Traces"),
     log:
         "results/{dataset}/logs/{model}/plot_trace.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/plot_trace.tsv",
     conda:
         "../../environment.yml"
     script:
@@ -39,6 +43,8 @@ rule plot_forest:
         ci_prob=config["plots"]["ci_prob"],
     log:
         "results/{dataset}/logs/{model}/plot_forest.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/plot_forest.tsv",
     conda:
         "../../environment.yml"
     script:
@@ -57,6 +63,8 @@ rule plot_models_forest:
         ci_prob=config["plots"]["ci_prob"],
     log:
         "results/{dataset}/logs/plot_models_forest.log",
+    benchmark:
+        "results/{dataset}/benchmarks/plot_models_forest.tsv",
     conda:
         "../../environment.yml"
     script:
@@ -73,6 +81,8 @@ rule plot_new_group:
         ci_prob=config["plots"]["ci_prob"],
     log:
         "results/{dataset}/logs/{model}/plot_new_group.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/plot_new_group.tsv",
     conda:
         "../../environment.yml"
     script:
@@ -92,6 +102,8 @@ rule plot_population_mean:
         bins=config["plots"]["map_bins"],
     log:
         "results/{dataset}/logs/{model}/plot_population_mean.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/plot_population_mean.tsv",
     conda:
         "../../environment.yml"
     script:

@@ -12,6 +12,8 @@ rule predict:
         seed=lambda w: job_seed(w, "predict"),
     log:
         "results/{dataset}/logs/{model}/predict.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/predict.tsv",
     conda:
         "../../environment.yml"
     script:

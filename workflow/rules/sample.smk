@@ -4,6 +4,7 @@ rule sample:
         data="results/{dataset}/data.csv",
         model=model_path,
         helpers=HELPERS,
+        callbacks=NUTPIE_CALLBACKS,
     output:
         "results/{dataset}/{model}/trace.nc",
     params:
@@ -17,6 +18,8 @@ rule sample:
         runtime=sample_runtime,
     log:
         "results/{dataset}/logs/{model}/sample.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/sample.tsv",
     conda:
         "../../environment.yml"
     script:

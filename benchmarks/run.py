@@ -1,0 +1,307 @@
+"""Side-by-side timings of the pipeline: against the article's notebook, for reruns, per
+job, and as the problem grows. Everything runs in one invocation on this machine, in
+scratch copies of the project, so that ratios compare like with like.
+
+    python benchmarks/run.py [--quick] [--repeat N] [--sections cold,noop,...]
+
+Prints a table and writes it as CSV to benchmarks/results/ (one file per run, plus
+latest.csv), with the machine, the versions and the date in every row, and a plot of
+the latest run to benchmarks/results/latest.png.
+"""
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PYTHON = sys.executable
+MODELS = ["no_pooling", "full_pooling", "hierarchical"]
+SECTIONS = ["cold", "rerun", "noop", "per_job", "groups", "datasets"]
+
+
+def project(where: Path) -> Path:
+    """A scratch copy of the project that runs with this virtualenv."""
+    where.mkdir(parents=True)
+    for name in ("workflow", "scripts", "config", "tools"):
+        shutil.copytree(ROOT / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("environment.yml", "Makefile", "requirements.txt"):
+        shutil.copy2(ROOT / name, where / name)  # copy2 keeps the time: make must not reinstall
+    (where / ".venv").symlink_to(sys.prefix)
+    return where
+
+
+def seconds(command: list[str], cwd: Path, env: dict | None = None) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"benchmark command failed in {cwd}: {' '.join(command)}\n{result.stderr[-3000:]}")
+    return elapsed
+
+
+def snakemake(*args: str) -> list[str]:
+    return [PYTHON, "-m", "snakemake", "--cores", "all", *args]
+
+
+def set_config(workdir: Path, update) -> None:
+    path = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    update(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def simulated_table(path: Path, groups: int, seed: int) -> None:
+    """Binomial data from a Beta(8, 2) population, 5 to 300 trials per group."""
+    rng = np.random.default_rng(seed)
+    trials = rng.integers(5, 301, size=groups)
+    successes = rng.binomial(trials, rng.beta(8, 2, size=groups))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        handle.write("group,trials,successes\n")
+        for index in range(groups):
+            handle.write(f"g{index},{trials[index]},{successes[index]}\n")
+
+
+def median_of(repeat: int, measure) -> float:
+    return statistics.median(measure() for _ in range(repeat))
+
+
+class Table:
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, section: str, what: str, value: float, unit: str, note: str = "") -> None:
+        self.rows.append({"section": section, "what": what, "value": round(value, 3), "unit": unit, "note": note})
+        print(f"{section:<9} {what:<58} {value:>10.2f} {unit:<6} {note}", flush=True)
+        # Kept as it grows, so that an interrupted long run still leaves its rows.
+        write_rows(self.rows, RESULTS / "partial.csv")
+
+
+def cold(table: Table, scratch: Path, repeat: int) -> Path:
+    """The notebook script and the pipeline, alternately, on empty results."""
+    notebook_times, pipeline_times, one_thread_times = [], [], []
+    for attempt in range(repeat):
+        notebook_times.append(seconds([PYTHON, str(ROOT / "benchmarks" / "notebook.py"), str(scratch / f"nb{attempt}")], ROOT))
+        # A sampling job holds `chains` cores but spends most of its time on one (imports,
+        # compiling); with one thread each, two of them share two cores.
+        one_thread = project(scratch / f"cold1t{attempt}")
+        one_thread_times.append(seconds(snakemake("--set-threads", "sample=1"), one_thread))
+        workdir = project(scratch / f"cold{attempt}")
+        pipeline_times.append(seconds(snakemake(), workdir))
+    notebook, pipeline = statistics.median(notebook_times), statistics.median(pipeline_times)
+    table.add("cold", "notebook script (benchmarks/notebook.py)", notebook, "s", f"median of {repeat}")
+    table.add("cold", "snakemake --cores all, empty results", pipeline, "s", f"median of {repeat}")
+    table.add("cold", "snakemake --cores all --set-threads sample=1", statistics.median(one_thread_times), "s", f"median of {repeat}")
+    table.add("cold", "pipeline / notebook", pipeline / notebook, "ratio", "target <= 0.5")
+    table.notebook = notebook
+    return workdir
+
+
+def rerun(table: Table, workdir: Path, repeat: int) -> None:
+    values = iter([0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.9][:repeat])
+    elapsed = median_of(repeat, lambda: seconds(snakemake("--config", f"models={{hierarchical: {{target_accept: {next(values)}}}}}"), workdir))
+    table.add("rerun", "one model's setting changed (hierarchical target_accept)", elapsed, "s", f"median of {repeat}")
+    table.add("rerun", "rerun / notebook", elapsed / table.notebook, "ratio", "target <= 0.35")
+    # Leave the tree complete for the default config again.
+    seconds(snakemake(), workdir)
+
+
+def noop(table: Table, workdir: Path, repeat: int) -> None:
+    version_s = median_of(repeat, lambda: seconds([PYTHON, "-m", "snakemake", "--version"], workdir))
+    snakemake_s = median_of(repeat, lambda: seconds(snakemake(), workdir))
+    make_s = median_of(repeat, lambda: seconds(["make", "run"], workdir))
+    table.add("noop", "snakemake --version (the floor)", version_s, "s", f"median of {repeat}")
+    table.add("noop", "snakemake on a complete tree", snakemake_s, "s", f"median of {repeat}")
+    table.add("noop", "make run on a complete tree", make_s, "s", f"median of {repeat}")
+    table.add("noop", "snakemake / snakemake --version", snakemake_s / version_s, "ratio", "target <= 1.5")
+
+
+def job_times(workdir: Path, dataset: str) -> dict[tuple[str, str], float]:
+    """Wall seconds of each job, from Snakemake's benchmark: files."""
+    times = {}
+    for path in sorted((workdir / "results" / dataset / "benchmarks").rglob("*.tsv")):
+        rows = list(csv.DictReader(path.open(), delimiter="\t"))
+        scope = path.parent.name if path.parent.name != "benchmarks" else "-"
+        times[(path.stem, scope)] = float(rows[-1]["s"])
+    return times
+
+
+def sampling_seconds(trace: Path) -> float:
+    """nutpie's own time for the draws (tuning included), recorded in the trace."""
+    import xarray as xr
+
+    with xr.open_datatree(trace, engine="netcdf4") as tree:
+        return float(tree["posterior"].attrs.get("sampling_time", "nan"))
+
+
+def compile_seconds(log: Path, sampling: float) -> float:
+    match = re.search(r"pm.sample took ([0-9.]+) s", log.read_text())
+    return float(match.group(1)) - sampling if match else float("nan")
+
+
+def per_job(table: Table, workdir: Path) -> None:
+    times = job_times(workdir, "spacex")
+    for (rule, model), wall in sorted(times.items(), key=lambda item: -item[1]):
+        label = f"{rule} ({model})" if model != "-" else rule
+        if rule == "sample":
+            trace = workdir / "results" / "spacex" / model / "trace.nc"
+            draws = sampling_seconds(trace)
+            compiling = compile_seconds(workdir / "results" / "spacex" / "logs" / model / "sample.log", draws)
+            table.add("per_job", f"{label}: wall - sampling", wall - draws, "s", f"wall {wall:.2f}, sampling {draws:.2f}, compile {compiling:.2f}")
+        else:
+            table.add("per_job", f"{label}: wall", wall, "s", "no sampling")
+    overheads = [wall - (sampling_seconds(workdir / "results" / "spacex" / m / "trace.nc") if r == "sample" else 0) for (r, m), wall in times.items()]
+    table.add("per_job", "largest overhead of any job", max(overheads), "s", "target <= 3")
+    table.add("per_job", "jobs in the cold run", len(times), "jobs")
+
+
+def groups(table: Table, scratch: Path, sizes: list[int]) -> None:
+    """The hierarchical model alone, 1,000 draws x 4 chains, on ever more groups."""
+    workdir = project(scratch / "groups")
+    for size in sizes:
+        simulated_table(workdir / "config" / "data" / f"groups_{size}.csv", size, seed=size)
+
+    def update(config):
+        config["datasets"] = {f"groups_{n}": {"path": f"config/data/groups_{n}.csv", "group": "group", "trials": "trials", "successes": "successes"} for n in sizes}
+        config["models"] = {"hierarchical": config["models"]["hierarchical"]}
+        config["sampling"].update(draws=1000, tune=1000, chains=4)
+
+    set_config(workdir, update)
+    for size in sizes:
+        folder = workdir / "results" / f"groups_{size}" / "hierarchical"
+        started = time.perf_counter()
+        seconds(snakemake(str((folder / "diagnostics.json").relative_to(workdir))), workdir)
+        end_to_end = time.perf_counter() - started
+        report = json.loads((folder / "diagnostics.json").read_text())
+        wall = job_times(workdir, f"groups_{size}")[("sample", "hierarchical")]
+        draws = sampling_seconds(folder / "trace.nc")
+        min_ess = report.get("min_ess_bulk", float("nan"))
+        note = f"sampling {draws:.1f} s, min ESS/s {min_ess / draws:.0f}, max R-hat {report['max_rhat']:.3f}, divergences {report['divergences']}"
+        table.add("groups", f"hierarchical, {size} groups: sample job", wall, "s", note)
+        table.add("groups", f"hierarchical, {size} groups: to diagnostics", end_to_end, "s", "target < 120 s at 10000" if size == 10000 else "")
+
+
+def datasets(table: Table, scratch: Path, counts: list[int]) -> None:
+    """1, 10, 50 small data sets through every model and figure, article settings."""
+    for count in counts:
+        workdir = project(scratch / f"datasets_{count}")
+        names = [f"set_{index:02d}" for index in range(count)]
+        for index, name in enumerate(names):
+            simulated_table(workdir / "config" / "data" / f"{name}.csv", 4 + index % 9, seed=1000 + index)
+
+        def update(config, names=names):
+            config["datasets"] = {n: {"path": f"config/data/{n}.csv", "group": "group", "trials": "trials", "successes": "successes"} for n in names}
+
+        set_config(workdir, update)
+        elapsed = seconds(snakemake(), workdir)
+        jobs = sum(len(job_times(workdir, name)) for name in names)
+        table.add("datasets", f"{count} data sets x 3 models, end to end", elapsed, "s", f"{jobs} jobs" + (", target < 600 s" if count == 50 else ""))
+        table.add("datasets", f"{count} data sets: per data set", elapsed / count, "s")
+
+
+def environment() -> dict:
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
+        "versions": " ".join(f"{p}={version(p)}" for p in ("pymc", "nutpie", "arviz", "snakemake", "numpy")) + f" python={platform.python_version()}",
+    }
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    context = environment()
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], *context])
+        writer.writeheader()
+        writer.writerows({**row, **context} for row in rows)
+
+
+def write(table: Table) -> Path:
+    stamp = environment()["date"].replace(":", "").replace("-", "")
+    path = RESULTS / f"{stamp}.csv"
+    for target in (path, RESULTS / "latest.csv"):
+        write_rows(table.rows, target)
+    (RESULTS / "partial.csv").unlink(missing_ok=True)
+    plot([{**row} for row in table.rows], RESULTS / "latest.png")
+    return path
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Ratios against their targets, and time against problem size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratios = [r for r in rows if r["unit"] == "ratio"]
+    scaling = [r for r in rows if r["section"] == "groups" and r["what"].endswith("sample job")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    if ratios:
+        targets = [float(re.search(r"<= ([0-9.]+)", r["note"]).group(1)) for r in ratios]
+        labels = [r["what"] for r in ratios]
+        axes[0].barh(labels, [r["value"] for r in ratios], color="tab:blue", label="measured")
+        axes[0].scatter(targets, labels, color="tab:red", marker="|", s=400, label="target", zorder=3)
+        axes[0].set_xlabel("ratio (lower is better)")
+        axes[0].legend(loc="lower right")
+    if scaling:
+        sizes = [int(re.search(r"(\d+) groups", r["what"]).group(1)) for r in scaling]
+        axes[1].plot(sizes, [r["value"] for r in scaling], "o-")
+        axes[1].set_xscale("log")
+        axes[1].set_xlabel("groups (hierarchical, 1,000 draws x 4 chains)")
+        axes[1].set_ylabel("sample job, s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller scaling runs (groups up to 1,000; 1 and 10 data sets)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of the cold, rerun and no-op timings")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--groups", help="comma-separated group counts for the scaling run (overrides --quick)")
+    parser.add_argument("--datasets", help="comma-separated data-set counts (overrides --quick)")
+    args = parser.parse_args()
+    sections = args.sections.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    table = Table()
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as scratch_name:
+        scratch = Path(scratch_name)
+        print(f"{'section':<9} {'what':<58} {'value':>10} {'unit':<6} note")
+        if {"cold", "rerun", "noop", "per_job"} & set(sections):
+            # The later sections reuse the last cold run's complete results tree.
+            workdir = cold(table, scratch, args.repeat)
+            if "per_job" in sections:
+                per_job(table, workdir)
+            if "rerun" in sections:
+                rerun(table, workdir, args.repeat)
+            if "noop" in sections:
+                noop(table, workdir, args.repeat)
+        if "groups" in sections:
+            sizes = [4, 100, 1000] if args.quick else [4, 100, 1000, 10000]
+            groups(table, scratch, [int(n) for n in args.groups.split(",")] if args.groups else sizes)
+        if "datasets" in sections:
+            counts = [1, 10] if args.quick else [1, 10, 50]
+            datasets(table, scratch, [int(n) for n in args.datasets.split(",")] if args.datasets else counts)
+    print(f"written: {write(table).relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

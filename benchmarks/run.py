@@ -239,7 +239,21 @@ def write(table: Table) -> Path:
         write_rows(table.rows, target)
     (RESULTS / "partial.csv").unlink(missing_ok=True)
     plot([{**row} for row in table.rows], RESULTS / "latest.png")
+    (RESULTS / "latest.md").write_text(markdown(table.rows))
     return path
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table as Markdown, for the README."""
+    context = environment()
+    lines = [
+        f"Measured {context['date']} on {context['machine']}; {context['versions']}.",
+        "",
+        "| section | what | value | unit | note |",
+        "|---|---|---:|---|---|",
+    ]
+    lines += [f"| {r['section']} | {r['what']} | {r['value']:.2f} | {r['unit']} | {r['note']} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -88,3 +88,23 @@ def test_same_seed_same_draws_other_seed_other_draws(spacex_traces, spacex_prepa
     first, again, other = (drawn(p)[0] for p in paths)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("name", ["hierarchical", "full_pooling"])
+def test_same_draws_as_sample_posterior_predictive(name, predictions, spacex_traces, spacex_prepared):
+    """The vectorised prediction is the article's `pm.sample_posterior_predictive`, faster."""
+    import pymc as pm
+
+    from common import load_module, read_prepared
+
+    module = load_module(ROOT / "scripts" / "models" / f"{name}.py")
+    model = module.build(read_prepared(spacex_prepared))
+    with model:
+        theta_new = module.new_group(model)
+        pm.Binomial("y_new", n=NEW_TRIALS, p=theta_new)
+        reference = pm.sample_posterior_predictive(
+            read_datatree(spacex_traces[name]), var_names=["theta_new", "y_new"], random_seed=5, progressbar=False
+        )["posterior_predictive"]
+    theta_drawn, y_drawn = drawn(predictions[name])
+    np.testing.assert_array_equal(theta_drawn, reference["theta_new"].values)
+    np.testing.assert_array_equal(y_drawn, reference["y_new"].values)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODELS_DIR = ROOT / "scripts" / "models"
 # Names used for files and directories beside the per-data-set and per-model outputs.
-RESERVED_NAMES = {"logs", "report.html", "benchmarks", "data.csv"}
+RESERVED_NAMES = {"logs", "report.html", "benchmarks", "data.csv", "forest_models.png", "comparison.csv", "comparison.png", "shrinkage.png"}
 
 
 def load_schema() -> dict:
@@ -113,6 +113,7 @@ def check_config(config: dict) -> dict:
     """Return the config with defaults filled in, or raise UserError naming the key."""
     schema = load_schema()
     config = coerce_strings(copy.deepcopy(dict(config)), schema)
+    sbc_models_given = "models" in (config.get("sbc") or {})
     config["models"] = {
         name: ({} if settings is None else settings) for name, settings in (config.get("models") or {}).items()
     }
@@ -140,4 +141,9 @@ def check_config(config: dict) -> dict:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; models available: {', '.join(known)}"
             raise UserError(f"config key models.{name}: no model file {path}{hint}")
+    unknown = [name for name in config["sbc"]["models"] if name not in config["models"]]
+    if unknown and sbc_models_given:
+        raise UserError(f"config key sbc.models: '{unknown[0]}' is not under models: ({', '.join(config['models'])})")
+    # The default list names the shipped hierarchical models; a config without them skips them.
+    config["sbc"]["models"] = [name for name in config["sbc"]["models"] if name in config["models"]]
     return config

@@ -57,3 +57,21 @@ def test_rank_histogram_plot(calibrated, tmp_path):
     tests.to_csv(tmp_path / "sbc.csv", index=False)
     plot_sbc.main(str(tmp_path / "ranks.csv"), str(tmp_path / "sbc.csv"), str(tmp_path / "sbc.png"))
     assert_png(tmp_path / "sbc.png")
+
+
+def test_sbc_target_runs_through_the_workflow_and_not_by_default(tmp_path):
+    import yaml
+
+    from conftest import copy_workflow, planned_outputs, run_snakemake, tiny_config
+
+    workdir = copy_workflow(tmp_path)
+    config = tiny_config()
+    config["sbc"] = {**SMALL, "simulations": 3, "models": ["hierarchical"]}
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert not any("sbc" in path for path in planned_outputs(workdir))
+    run_snakemake(workdir, "sbc")
+    folder = workdir / "results" / "spacex" / "hierarchical"
+    assert len(pd.read_csv(folder / "sbc_ranks.csv")) == 3
+    assert set(pd.read_csv(folder / "sbc.csv")["parameter"]) >= {"alpha", "beta"}
+    assert_png(folder / "sbc.png")
+    assert not (workdir / "results" / "spacex" / "full_pooling").exists()

@@ -113,7 +113,6 @@ def check_config(config: dict) -> dict:
     """Return the config with defaults filled in, or raise UserError naming the key."""
     schema = load_schema()
     config = coerce_strings(copy.deepcopy(dict(config)), schema)
-    sbc_models_given = "models" in (config.get("sbc") or {})
     config["models"] = {
         name: ({} if settings is None else settings) for name, settings in (config.get("models") or {}).items()
     }
@@ -141,9 +140,13 @@ def check_config(config: dict) -> dict:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; models available: {', '.join(known)}"
             raise UserError(f"config key models.{name}: no model file {path}{hint}")
-    unknown = [name for name in config["sbc"]["models"] if name not in config["models"]]
-    if unknown and sbc_models_given:
-        raise UserError(f"config key sbc.models: '{unknown[0]}' is not under models: ({', '.join(config['models'])})")
-    # The default list names the shipped hierarchical models; a config without them skips them.
+    for name in config["sbc"]["models"]:
+        if name not in config["models"] and not (MODELS_DIR / f"{name}.py").is_file():
+            known = sorted(config["models"])
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; models: {', '.join(known)}"
+            raise UserError(f"config key sbc.models: no model '{name}'{hint}")
+    # Calibrated are the listed models that this config fits; the others are skipped, so that
+    # a config with fewer models needs no sbc section of its own.
     config["sbc"]["models"] = [name for name in config["sbc"]["models"] if name in config["models"]]
     return config

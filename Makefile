@@ -8,7 +8,7 @@ CORES ?= all
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint provenance lock clean bench
+.PHONY: setup run test lint provenance lock clean bench report
 
 setup: $(STAMP)
 	@tools/ensure-dot.sh
@@ -28,6 +28,10 @@ test: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Every figure and table with its caption in one HTML file (after `make run`).
+report: setup
+	$(BIN)/snakemake --report results/report.html
 
 # What produced each trace: seed, sampler settings, data and model hashes, package versions.
 provenance: setup

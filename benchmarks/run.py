@@ -31,7 +31,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PYTHON = sys.executable
-MODELS = ["no_pooling", "full_pooling", "hierarchical"]
 SECTIONS = ["cold", "rerun", "noop", "per_job", "groups", "datasets"]
 
 
@@ -83,14 +82,15 @@ def median_of(repeat: int, measure) -> float:
 
 
 class Table:
-    def __init__(self):
+    def __init__(self, out: Path):
         self.rows: list[dict] = []
+        self.out = out
 
     def add(self, section: str, what: str, value: float, unit: str, note: str = "") -> None:
         self.rows.append({"section": section, "what": what, "value": round(value, 3), "unit": unit, "note": note})
         print(f"{section:<9} {what:<58} {value:>10.2f} {unit:<6} {note}", flush=True)
         # Kept as it grows, so that an interrupted long run still leaves its rows.
-        write_rows(self.rows, RESULTS / "partial.csv")
+        write_rows(self.rows, self.out / "partial.csv")
 
 
 def cold(table: Table, scratch: Path, repeat: int) -> Path:
@@ -211,7 +211,9 @@ def datasets(table: Table, scratch: Path, counts: list[int]) -> None:
         set_config(workdir, update)
         elapsed = seconds(snakemake(), workdir)
         jobs = sum(len(job_times(workdir, name)) for name in names)
-        table.add("datasets", f"{count} data sets x 3 models, end to end", elapsed, "s", f"{jobs} jobs" + (", target < 600 s" if count == 50 else ""))
+        models = len(yaml.safe_load((workdir / "config" / "config.yaml").read_text())["models"])
+        target = ", target < 600 s" if count == 50 else ""
+        table.add("datasets", f"{count} data sets x {models} models, end to end", elapsed, "s", f"{jobs} jobs{target}")
         table.add("datasets", f"{count} data sets: per data set", elapsed / count, "s")
 
 
@@ -234,12 +236,12 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 def write(table: Table) -> Path:
     stamp = environment()["date"].replace(":", "").replace("-", "")
-    path = RESULTS / f"{stamp}.csv"
-    for target in (path, RESULTS / "latest.csv"):
+    path = table.out / f"{stamp}.csv"
+    for target in (path, table.out / "latest.csv"):
         write_rows(table.rows, target)
-    (RESULTS / "partial.csv").unlink(missing_ok=True)
-    plot([{**row} for row in table.rows], RESULTS / "latest.png")
-    (RESULTS / "latest.md").write_text(markdown(table.rows))
+    (table.out / "partial.csv").unlink(missing_ok=True)
+    plot([{**row} for row in table.rows], table.out / "latest.png")
+    (table.out / "latest.md").write_text(markdown(table.rows))
     return path
 
 
@@ -290,12 +292,13 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--groups", help="comma-separated group counts for the scaling run (overrides --quick)")
     parser.add_argument("--datasets", help="comma-separated data-set counts (overrides --quick)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the CSV, Markdown and plot go")
     args = parser.parse_args()
     sections = args.sections.split(",")
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    table = Table()
+    table = Table(args.out)
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as scratch_name:
         scratch = Path(scratch_name)
         print(f"{'section':<9} {'what':<58} {'value':>10} {'unit':<6} note")
@@ -314,7 +317,7 @@ def main() -> None:
         if "datasets" in sections:
             counts = [1, 10] if args.quick else [1, 10, 50]
             datasets(table, scratch, [int(n) for n in args.datasets.split(",")] if args.datasets else counts)
-    print(f"written: {write(table).relative_to(ROOT)}")
+    print(f"written: {write(table)}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODELS_DIR = ROOT / "scripts" / "models"
 # Names used for files and directories beside the per-data-set and per-model outputs.
-RESERVED_NAMES = {"logs", "report.html", "benchmarks", "data.csv"}
+RESERVED_NAMES = {"logs", "report.html", "benchmarks", "data.csv", "forest_models.png", "comparison.csv", "comparison.png", "shrinkage.png"}
 
 
 def load_schema() -> dict:
@@ -140,4 +140,13 @@ def check_config(config: dict) -> dict:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; models available: {', '.join(known)}"
             raise UserError(f"config key models.{name}: no model file {path}{hint}")
+    for name in config["sbc"]["models"]:
+        if name not in config["models"] and not (MODELS_DIR / f"{name}.py").is_file():
+            known = sorted(config["models"])
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; models: {', '.join(known)}"
+            raise UserError(f"config key sbc.models: no model '{name}'{hint}")
+    # Calibrated are the listed models that this config fits; the others are skipped, so that
+    # a config with fewer models needs no sbc section of its own.
+    config["sbc"]["models"] = [name for name in config["sbc"]["models"] if name in config["models"]]
     return config

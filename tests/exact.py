@@ -50,3 +50,43 @@ def hierarchical(trials, successes, sigma=10.0, points=1200, lower=-12.0, upper=
         theta.append((mean, np.sqrt(second - mean**2)))
     result["theta"] = (np.array([m for m, _ in theta]), np.array([s for _, s in theta]))
     return result
+
+
+def hierarchical_logit(trials, successes, sigma_m=1.5, sigma_s=1.5, points=300, nodes=60):
+    """Posterior means and sds of m, s and each theta_j of the non-centred logit model.
+
+    Each z_j is integrated out by Gauss-Hermite quadrature, leaving a likelihood in (m, s)
+    alone, integrated on a grid over (m, log s).
+    """
+    from scipy.special import expit, roots_hermitenorm
+
+    z, w = roots_hermitenorm(nodes)
+    w = w / w.sum()  # quadrature weights of the standard normal
+    m_grid = np.linspace(-6.0, 8.0, points)
+    log_s_grid = np.linspace(-7.0, 2.8, points)
+    m, log_s = np.meshgrid(m_grid, log_s_grid, indexing="ij")
+    s = np.exp(log_s)
+    log_density = stats.norm(scale=sigma_m).logpdf(m) + stats.halfnorm(scale=sigma_s).logpdf(s) + log_s
+    theta = expit(m[..., None] + s[..., None] * z)  # (m, s, node)
+    group_terms = []
+    for n, y in zip(trials, successes):
+        likelihood = stats.binom.pmf(y, n, theta)  # (m, s, node)
+        marginal = likelihood @ w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Where the data are impossible the density is 0 and the conditional moments moot.
+            log_density += np.log(marginal)
+            first = np.where(marginal > 0, (likelihood * theta) @ w / marginal, 0.0)
+            second = np.where(marginal > 0, (likelihood * theta**2) @ w / marginal, 0.0)
+        group_terms.append((first, second))
+    weights = np.exp(log_density - log_density.max())
+    weights /= weights.sum()
+
+    def moments(values):
+        mean = np.sum(weights * values)
+        return mean, np.sqrt(np.sum(weights * (values - mean) ** 2))
+
+    result = {"m": moments(m), "s": moments(s)}
+    means = np.array([np.sum(weights * first) for first, _ in group_terms])
+    seconds = np.array([np.sum(weights * second) for _, second in group_terms])
+    result["theta"] = (means, np.sqrt(seconds - means**2))
+    return result

@@ -119,3 +119,16 @@ def test_command_line_strings_become_the_types_the_schema_wants(config):
     assert checked["models"]["full_pooling"]["target_accept"] is None
     assert checked["diagnostics"]["strict"] is True
     assert checked["sampling"]["sampler"] == "nutpie"
+
+
+def test_sbc_models_must_be_configured_models(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    assert check_config.check_config(config)["sbc"]["models"] == ["hierarchical", "hierarchical_logit"]
+    config["sbc"] = {"models": ["hierarchical", "hierarchicl"]}
+    with pytest.raises(UserError, match=r"config key sbc.models: no model 'hierarchicl'; did you mean 'hierarchical'"):
+        check_config.check_config(config)
+    # Listed models that this config does not fit are skipped.
+    config["sbc"] = {"models": ["hierarchical", "hierarchical_logit"]}
+    config["models"] = {"no_pooling": {}, "hierarchical": {}}
+    assert check_config.check_config(config)["sbc"]["models"] == ["hierarchical"]

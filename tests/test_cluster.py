@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from common import read_datatree
-from conftest import ROOT, copy_workflow, run_snakemake, tiny_config
+from conftest import CONFIGURED_MODELS, ROOT, copy_workflow, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
 GROUPS = 24
-MODELS = ["no_pooling", "full_pooling", "hierarchical"]
+MODELS = CONFIGURED_MODELS
 
 
 def can_run_a_cluster() -> str | None:

@@ -43,7 +43,7 @@ def test_hierarchical(table):
     assert model["mu"].eval({model["alpha"]: 3.0, model["beta"]: 1.0}) == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("name", ["no_pooling", "full_pooling", "hierarchical"])
+@pytest.mark.parametrize("name", ["no_pooling", "full_pooling", "hierarchical", "hierarchical_logit"])
 def test_observed_data_and_new_group(name, table):
     module, model = build(name, table)
     observed = model.rvs_to_values[model["y"]]
@@ -80,4 +80,23 @@ def test_logp_of_the_article_model(name, table):
         )
     expected += stats.binom(n, theta).logpmf(y).sum()
     # PyTensor's and SciPy's log-gamma differ in the last few digits.
+    assert model.compile_logp()(point) == pytest.approx(expected, rel=1e-7)
+
+
+def test_hierarchical_logit_logp_and_structure(table):
+    """Non-centred log-odds model: logit theta_j = m + s z_j, priors as documented."""
+    from scipy import stats
+    from scipy.special import expit
+
+    module, model = build("hierarchical_logit", table)
+    assert module.POPULATION_MEAN is None
+    assert model.named_vars_to_dims["z"] == ("group",) and model.named_vars_to_dims["theta"] == ("group",)
+    n, y = table["trials"].to_numpy(), table["successes"].to_numpy()
+    m, s, z = 1.2, 0.8, np.array([-1.0, 2.0, 0.5, 0.0])
+    point = {"m": m, "s_log__": np.log(s), "z": z}
+    theta = expit(m + s * z)
+    expected = (
+        stats.norm(0, 1.5).logpdf(m) + stats.halfnorm(scale=1.5).logpdf(s) + np.log(s)
+        + stats.norm().logpdf(z).sum() + stats.binom(n, theta).logpmf(y).sum()
+    )
     assert model.compile_logp()(point) == pytest.approx(expected, rel=1e-7)

@@ -8,6 +8,7 @@ import plot_model_graph
 import plot_models_forest
 import plot_new_group
 import plot_population_mean
+import plot_shrinkage
 import plot_trace
 import predict
 from conftest import ROOT
@@ -35,7 +36,7 @@ def test_histogram_mode_of_a_beta_sample_is_near_its_mode():
     assert plot_population_mean.histogram_mode(draws, bins=100) == pytest.approx(7 / 9, abs=0.03)
 
 
-@pytest.mark.parametrize("model", ["no_pooling", "full_pooling", "hierarchical"])
+@pytest.mark.parametrize("model", ["no_pooling", "full_pooling", "hierarchical", "hierarchical_logit"])
 def test_per_model_figures(model, spacex_traces, spacex_prepared, tmp_path):
     trace = str(spacex_traces[model])
     plot_trace.main(trace, str(tmp_path / "trace.png"))
@@ -71,3 +72,26 @@ def test_pooled_theta_is_repeated_over_groups(spacex_traces):
     theta = tree["posterior"]["theta"]
     assert theta.sizes["group"] == 4
     np.testing.assert_array_equal(theta.sel(group="a").values, theta.sel(group="d").values)
+
+
+def test_shrinkage_plots_every_model_and_orders_the_pooling(spacex_traces, spacex_prepared, tmp_path):
+    from common import read_datatree, read_prepared
+
+    table = read_prepared(spacex_prepared)
+    means = {name: plot_shrinkage.posterior_means(read_datatree(path), table["group"]) for name, path in spacex_traces.items()}
+    raw = (table["successes"] / table["trials"]).to_numpy()
+    pooled = table["successes"].sum() / table["trials"].sum()
+    # Full pooling: one value for all; the hierarchical models pull small groups away from
+    # their raw rates more than no pooling does...
+    assert np.ptp(means["full_pooling"]) == 0 and means["full_pooling"][0] == pytest.approx(pooled, abs=0.005)
+    small = (table["trials"] < 10).to_numpy()
+    for name in ("hierarchical", "hierarchical_logit"):
+        pulled = np.abs(means[name] - raw)[small]
+        assert (pulled > np.abs(means["no_pooling"] - raw)[small]).all()
+    # ... toward the population's mean, mu, not toward the pooled rate.
+    mu = float(read_datatree(spacex_traces["hierarchical"])["posterior"]["mu"].mean())
+    low, high = np.minimum(raw, mu), np.maximum(raw, mu)
+    assert ((means["hierarchical"] >= low) & (means["hierarchical"] <= high))[small].all()
+    output = tmp_path / "shrinkage.png"
+    plot_shrinkage.main(str(spacex_prepared), [str(p) for p in spacex_traces.values()], list(spacex_traces), str(output))
+    assert_png(output)

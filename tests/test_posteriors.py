@@ -57,6 +57,16 @@ def test_hierarchical_matches_numerical_integration(spacex_traces, data):
         assert_close(summary, parameter, mean, sd)
 
 
+def test_hierarchical_logit_matches_numerical_integration(spacex_traces, data):
+    summary = summarise(read_datatree(spacex_traces["hierarchical_logit"]), 0.94)
+    reference = exact.hierarchical_logit(*data)
+    for name in ("m", "s"):
+        assert_close(summary, name, *reference[name])
+    means, sds = reference["theta"]
+    for parameter, mean, sd in zip(parameters(summary, "theta"), means, sds, strict=True):
+        assert_close(summary, parameter, mean, sd)
+
+
 def test_pymc_sampler_matches_conjugate_beta(spacex_prepared, data, tmp_path):
     path = tmp_path / "trace.nc"
     sample.main(

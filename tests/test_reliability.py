@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from common import read_datatree
-from conftest import copy_workflow, run_snakemake, tiny_config
+from conftest import CONFIGURED_MODELS, copy_workflow, run_snakemake, tiny_config
 from test_prepare_data import BAD_TABLES
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["no_pooling", "full_pooling", "hierarchical"]
+MODELS = CONFIGURED_MODELS
 
 
 def snapshot(workdir):

@@ -9,21 +9,22 @@ import pytest
 import yaml
 
 from common import read_datatree
-from conftest import ROOT, copy_workflow, run_snakemake, tiny_config
+from conftest import CONFIGURED_MODELS, ROOT, copy_workflow, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["no_pooling", "full_pooling", "hierarchical"]
+MODELS = CONFIGURED_MODELS
 GROUPS = ["Falcon 1", "Falcon 9", "Falcon Heavy", "Starship"]
 PER_MODEL = ["trace.nc", "summary.csv", "diagnostics.json", "new_group.nc", "model_graph.png", "model_graph.svg",
-             "trace.png", "forest.png", "new_group.png"]
+             "trace.png", "forest.png", "new_group.png", "ppc.nc", "ppc_pvalues.csv", "ppc.png"]
 
 
 def test_every_output_exists(finished_run):
     workdir, _ = finished_run
     results = workdir / "results" / "spacex"
     assert (results / "data.csv").is_file()
-    assert (results / "forest_models.png").stat().st_size > 0
+    for name in ("forest_models.png", "comparison.csv", "comparison.png", "shrinkage.png"):
+        assert (results / name).stat().st_size > 0, name
     for model in MODELS:
         for name in PER_MODEL:
             assert (results / model / name).stat().st_size > 0, (model, name)
@@ -40,7 +41,10 @@ def test_trace_contents(finished_run, model):
     assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(trace.children)
     posterior = trace["posterior"]
     assert posterior.sizes["chain"] == 2 and posterior.sizes["draw"] == 100
-    expected = {"no_pooling": {"theta"}, "full_pooling": {"theta"}, "hierarchical": {"alpha", "beta", "mu", "theta"}}[model]
+    expected = {
+        "no_pooling": {"theta"}, "full_pooling": {"theta"}, "hierarchical": {"alpha", "beta", "mu", "theta"},
+        "hierarchical_logit": {"m", "s", "z", "theta"},
+    }[model]
     assert set(posterior.data_vars) == expected
     theta_dims = ("chain", "draw") if model == "full_pooling" else ("chain", "draw", "group")
     assert posterior["theta"].dims == theta_dims
@@ -64,6 +68,16 @@ def test_diagnostics_and_prediction_contents(finished_run, model):
     prediction = read_datatree(folder / "new_group.nc")["posterior_predictive"]
     assert set(prediction.data_vars) == {"theta_new", "y_new"}
     assert prediction["y_new"].values.max() <= 10
+
+
+def test_comparison_table_has_every_model(finished_run):
+    workdir, result = finished_run
+    table = pd.read_csv(workdir / "results" / "spacex" / "comparison.csv", index_col="model")
+    assert set(table.index) == set(MODELS)
+    assert table["weight"].sum() == pytest.approx(1)
+    assert table["elpd_diff"].max() == 0
+    # Four groups, each a large share of the data: some Pareto k are high, and said so.
+    assert "Pareto k above" in result.stderr
 
 
 def test_log_warns_about_failed_diagnostics(finished_run):

@@ -94,6 +94,9 @@ PER_MODEL = [
     "trace.png",
     "forest.png",
     "new_group.png",
+    "ppc.nc",
+    "ppc_pvalues.csv",
+    "ppc.png",
 ]
 
 
@@ -107,6 +110,9 @@ def all_targets():
     for dataset in DATASETS:
         targets.append(f"results/{dataset}/data.csv")
         targets.append(f"results/{dataset}/forest_models.png")
+        targets.append(f"results/{dataset}/comparison.csv")
+        targets.append(f"results/{dataset}/comparison.png")
+        targets.append(f"results/{dataset}/shrinkage.png")
         for model in MODELS:
             targets += model_targets(dataset, model)
     return targets

@@ -108,3 +108,23 @@ rule plot_population_mean:
         "../../environment.yml"
     script:
         "../../scripts/plot_population_mean.py"
+
+
+rule plot_shrinkage:
+    """Raw rates against every model's posterior means: how much each model pools."""
+    input:
+        data="results/{dataset}/data.csv",
+        traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
+        helpers=HELPERS,
+    output:
+        figure("results/{dataset}/shrinkage.png", "shrinkage", "Success probabilities"),
+    params:
+        models=MODELS,
+    log:
+        "results/{dataset}/logs/plot_shrinkage.log",
+    benchmark:
+        "results/{dataset}/benchmarks/plot_shrinkage.tsv",
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/plot_shrinkage.py"

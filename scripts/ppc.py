@@ -1,0 +1,79 @@
+"""Posterior predictive check: does the fitted model reproduce the data it was fitted to?
+
+For every posterior draw, replicated successes y_rep of every group (same trials), and
+per group the posterior predictive p-values P(y_rep >= y) and P(y_rep <= y). A value near
+0 or 1 on either side flags a group the model cannot reproduce, e.g. a launcher forced to
+the fleet's success rate by full pooling.
+"""
+
+import numpy as np
+
+from common import atomic_path, load_module, read_datatree, read_prepared, write_datatree
+
+
+def replicate(model, table, trace, *, seed: int):
+    """y_rep over (chain, draw, group): the likelihood drawn again once per posterior draw."""
+    import pymc as pm
+    import pytensor.tensor as pt
+    import xarray as xr
+    from pymc.sampling.forward import vectorize_over_posterior
+
+    posterior = trace["posterior"].to_dataset()
+    # Every model file names its success probabilities theta (one per group, or shared);
+    # broadcasting it over the groups lets the draws batch over the posterior.
+    theta = pt.broadcast_to(model["theta"], (len(table),))
+    likelihood = pm.Binomial.dist(n=table["trials"].to_numpy(), p=theta)
+    # As in predict.py: evaluate the graph once over all draws instead of once per draw.
+    (replicated,) = vectorize_over_posterior([likelihood], posterior, input_rvs=list(model.free_RVs))
+    draws = pm.draw(replicated, random_seed=seed)
+    dims = ("chain", "draw", "group")
+    coords = {"chain": posterior.coords["chain"], "draw": posterior.coords["draw"], "group": trace["observed_data"]["group"].values}
+    return xr.Dataset({"y": (dims, draws)}, coords=coords)
+
+
+def p_values(y_rep, table, ci_prob: float):
+    import pandas as pd
+
+    observed = table["successes"].to_numpy()
+    flat = y_rep["y"].values.reshape(-1, len(table))
+    tail = (1 - ci_prob) / 2
+    return pd.DataFrame(
+        {
+            "group": table["group"],
+            "trials": table["trials"],
+            "observed": observed,
+            "replicated_mean": flat.mean(axis=0),
+            "replicated_low": np.quantile(flat, tail, axis=0),
+            "replicated_high": np.quantile(flat, 1 - tail, axis=0),
+            "p_greater_equal": (flat >= observed).mean(axis=0),
+            "p_less_equal": (flat <= observed).mean(axis=0),
+        }
+    )
+
+
+def main(data: str, model_file: str, trace_path: str, output: str, pvalues_path: str, *, seed: int, ci_prob: float) -> None:
+    import xarray as xr
+
+    trace = read_datatree(trace_path, rule_hint="sample")
+    table = read_prepared(data)
+    model = load_module(model_file).build(table)
+    y_rep = replicate(model, table, trace, seed=seed)
+    y_rep.attrs.update({"seed": seed, "trace_model": trace.attrs.get("pipeline_model", "")})
+    # The trials go along (ArviZ's constant_data group): the plot shows rates, not counts.
+    trials = xr.Dataset({"n": ("group", table["trials"].to_numpy())}, coords={"group": y_rep["group"].values})
+    tree = xr.DataTree.from_dict(
+        {"/posterior_predictive": y_rep, "/observed_data": trace["observed_data"].to_dataset(), "/constant_data": trials}
+    )
+    write_datatree(tree, output)
+    with atomic_path(pvalues_path) as tmp:
+        p_values(y_rep, table, ci_prob).to_csv(tmp, index=False)
+
+
+if "snakemake" in globals():
+    from common import run_from_snakemake
+
+    sm = snakemake  # noqa: F821 (injected by Snakemake)
+    run_from_snakemake(
+        main, sm, data=sm.input.data, model_file=sm.input.model, trace_path=sm.input.trace,
+        output=sm.output.replicated, pvalues_path=sm.output.pvalues, seed=sm.params.seed, ci_prob=sm.params.ci_prob,
+    )

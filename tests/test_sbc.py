@@ -1,0 +1,77 @@
+"""Simulation-based calibration: ranks of prior draws among posterior draws, tested for
+uniformity, on a design small enough for the test suite."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import plot_sbc
+import sbc
+from conftest import ROOT
+from test_plots import assert_png
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"simulations": 8, "draws": 100, "tune": 100, "chains": 2, "thin": 2, "bins": 5}
+
+
+@pytest.fixture(scope="module")
+def calibrated(spacex_prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sbc")
+    ranks, tests = out / "ranks.csv", out / "sbc.csv"
+    sbc.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / "hierarchical.py"), str(ranks), str(tests),
+             settings={"target_accept": 0.95}, sbc=SMALL, sampler="nutpie", seed=11)
+    return pd.read_csv(ranks, index_col="simulation"), pd.read_csv(tests)
+
+
+def test_ranks_cover_every_parameter_and_stay_in_range(calibrated):
+    ranks, _ = calibrated
+    groups = ["Falcon 1", "Falcon 9", "Falcon Heavy", "Starship"]
+    assert list(ranks.columns) == ["alpha", "beta"] + [f"theta[{g}]" for g in groups]
+    assert len(ranks) == SMALL["simulations"]
+    max_rank = SMALL["draws"] // SMALL["thin"] * SMALL["chains"]
+    assert ranks.to_numpy().min() >= 0 and ranks.to_numpy().max() <= max_rank
+    # Different simulations, different truths: the ranks are not all alike.
+    assert ranks["alpha"].nunique() > 1
+
+
+def test_uniformity_table(calibrated):
+    ranks, tests = calibrated
+    assert list(tests["parameter"]) == list(ranks.columns)
+    assert ((tests["p_value"] >= 0) & (tests["p_value"] <= 1)).all()
+    assert (tests["simulations"] == SMALL["simulations"]).all()
+
+
+def test_uniformity_test_flags_a_miscalibrated_sampler():
+    """The test itself: uniform ranks pass, ranks piled at one end fail."""
+    rng = np.random.default_rng(0)
+    uniform = pd.DataFrame({"x": rng.integers(0, 101, 400)})
+    piled = pd.DataFrame({"x": rng.integers(0, 30, 400)})
+    assert sbc.uniformity(uniform, 100, 10)["p_value"].iloc[0] > 0.01
+    assert sbc.uniformity(piled, 100, 10)["p_value"].iloc[0] < 1e-6
+
+
+def test_rank_histogram_plot(calibrated, tmp_path):
+    ranks, tests = calibrated
+    ranks.to_csv(tmp_path / "ranks.csv", index_label="simulation")
+    tests.to_csv(tmp_path / "sbc.csv", index=False)
+    plot_sbc.main(str(tmp_path / "ranks.csv"), str(tmp_path / "sbc.csv"), str(tmp_path / "sbc.png"))
+    assert_png(tmp_path / "sbc.png")
+
+
+def test_sbc_target_runs_through_the_workflow_and_not_by_default(tmp_path):
+    import yaml
+
+    from conftest import copy_workflow, planned_outputs, run_snakemake, tiny_config
+
+    workdir = copy_workflow(tmp_path)
+    config = tiny_config()
+    config["sbc"] = {**SMALL, "simulations": 3, "models": ["hierarchical"]}
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert not any("sbc" in path for path in planned_outputs(workdir))
+    run_snakemake(workdir, "sbc")
+    folder = workdir / "results" / "spacex" / "hierarchical"
+    assert len(pd.read_csv(folder / "sbc_ranks.csv")) == 3
+    assert set(pd.read_csv(folder / "sbc.csv")["parameter"]) >= {"alpha", "beta"}
+    assert_png(folder / "sbc.png")
+    assert not (workdir / "results" / "spacex" / "full_pooling").exists()

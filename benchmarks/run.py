@@ -60,11 +60,13 @@ def snakemake(*args: str) -> list[str]:
     return [PYTHON, "-m", "snakemake", "--cores", "all", *args]
 
 
-def set_config(workdir: Path, update) -> None:
+def set_config(workdir: Path, update) -> dict:
+    """Apply `update` to the project's config file; return the config as written."""
     path = workdir / "config" / "config.yaml"
     config = yaml.safe_load(path.read_text())
     update(config)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
 
 
 def simulated_table(path: Path, groups: int, seed: int) -> None:
@@ -178,15 +180,13 @@ def groups(table: Table, scratch: Path, sizes: list[int]) -> None:
     workdir = project(scratch / "groups")
     for size in sizes:
         simulated_table(workdir / "config" / "data" / f"groups_{size}.csv", size, seed=size)
-    configured = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["models"]
-    models = [name for name in SCALING_MODELS if name in configured]
 
     def update(config):
         config["datasets"] = {f"groups_{n}": {"path": f"config/data/groups_{n}.csv", "group": "group", "trials": "trials", "successes": "successes"} for n in sizes}
-        config["models"] = {name: config["models"][name] for name in models}
+        config["models"] = {name: config["models"][name] for name in SCALING_MODELS if name in config["models"]}
         config["sampling"].update(draws=1000, tune=1000, chains=4)
 
-    set_config(workdir, update)
+    models = list(set_config(workdir, update)["models"])
     for size in sizes:
         for model in models:
             folder = workdir / "results" / f"groups_{size}" / model
@@ -213,10 +213,9 @@ def datasets(table: Table, scratch: Path, counts: list[int]) -> None:
         def update(config, names=names):
             config["datasets"] = {n: {"path": f"config/data/{n}.csv", "group": "group", "trials": "trials", "successes": "successes"} for n in names}
 
-        set_config(workdir, update)
+        models = len(set_config(workdir, update)["models"])
         elapsed = seconds(snakemake(), workdir)
         jobs = sum(len(job_times(workdir, name)) for name in names)
-        models = len(yaml.safe_load((workdir / "config" / "config.yaml").read_text())["models"])
         target = ", target < 600 s" if count == 50 else ""
         table.add("datasets", f"{count} data sets x {models} models, end to end", elapsed, "s", f"{jobs} jobs{target}")
         table.add("datasets", f"{count} data sets: per data set", elapsed / count, "s")

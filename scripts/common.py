@@ -1,9 +1,8 @@
-"""Helpers shared by the rule scripts: the user-error type, atomic writes, seeds, I/O.
+"""Helpers shared by the steps: the user-error type, atomic writes, seeds, logging, I/O.
 
-Every rule script has a `main()` that takes plain paths and parameters (so tests call it
-without Snakemake) and ends with `run_from_snakemake(main, ...)`, which maps the
-`snakemake` object onto those arguments, sends the log to the rule's log file and turns a
-`UserError` into a one-line message and a non-zero exit.
+Every step (scripts/<rule>.py) has a `main()` whose arguments are its rule's named
+inputs, outputs and params, so tests call it without Snakemake; scripts/worker.py runs
+it for the rule, with the rule's log, and turns a `UserError` into a one-line message.
 """
 
 
@@ -14,10 +13,9 @@ import logging
 import os
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterator
+from typing import Iterator
 
 log = logging.getLogger("pipeline")
 
@@ -121,7 +119,8 @@ def save_figure(figure, path: str | Path, **kwargs) -> None:
         figure.savefig(tmp, format=path.suffix.lstrip("."), bbox_inches="tight", **kwargs)
 
 
-def setup_logging(log_path: str | Path | None) -> None:
+def setup_logging(log_path: str | Path | None) -> logging.Logger:
+    """Log to stderr and to the step's log file; return the pipeline's logger."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -133,19 +132,7 @@ def setup_logging(log_path: str | Path | None) -> None:
     )
     log.setLevel(logging.INFO)
     logging.captureWarnings(True)
-
-
-def run_from_snakemake(main: Callable[..., object], snakemake, **kwargs) -> None:
-    """Run a rule's `main(**kwargs)` inside a Snakemake job, with the job's log file."""
-    setup_logging(snakemake.log[0] if snakemake.log else None)
-    try:
-        main(**kwargs)
-    except UserError as exc:
-        log.error("%s", exc)
-        sys.exit(1)
-    except Exception:
-        log.error("unexpected failure:\n%s", traceback.format_exc())
-        sys.exit(1)
+    return log
 
 
 def read_prepared(path: str | Path):

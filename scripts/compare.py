@@ -37,7 +37,8 @@ def compare(traces: dict, *, k_threshold: float):
     return table, flagged
 
 
-def main(trace_paths: list[str], model_names: list[str], table_path: str, plot_path: str, *, k_threshold: float) -> None:
+def main(traces: list[str], table: str, plot: str, *, models: list[str], k_threshold: float) -> None:
+    trace_paths, model_names, table_path, plot_path = traces, models, table, plot
     import arviz as az
     import matplotlib
 
@@ -54,13 +55,3 @@ def main(trace_paths: list[str], model_names: list[str], table_path: str, plot_p
         table.to_csv(tmp)
     save_plot_collection(az.plot_compare(table), plot_path)
     log.info("best model by PSIS-LOO: %s", table.index[0])
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main, sm, trace_paths=list(sm.input.traces), model_names=list(sm.params.models),
-        table_path=sm.output.table, plot_path=sm.output.plot, k_threshold=sm.params.k_threshold,
-    )

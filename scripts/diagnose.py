@@ -70,7 +70,8 @@ def check(trace, table, thresholds: dict) -> dict:
     return report
 
 
-def main(trace_path: str, summary_path: str, diagnostics_path: str, *, thresholds: dict, ci_prob: float, strict: bool) -> None:
+def main(trace: str, summary: str, diagnostics: str, *, thresholds: dict, ci_prob: float, strict: bool) -> None:
+    trace_path = trace
     trace = read_datatree(trace_path, rule_hint="sample")
     bad = nonfinite_variables(trace)
     if bad:
@@ -81,25 +82,9 @@ def main(trace_path: str, summary_path: str, diagnostics_path: str, *, threshold
         log.warning("%s: %s", trace_path, problem)
     if strict and not report["ok"]:
         raise UserError(f"{trace_path}: diagnostics failed (diagnostics.strict is true): {'; '.join(report['problems'])}")
-    with atomic_path(summary_path) as tmp:
+    with atomic_path(summary) as tmp:
         table.to_csv(tmp, float_format="%.10g")
-    with atomic_path(diagnostics_path) as tmp:
+    with atomic_path(diagnostics) as tmp:
         # json.dumps writes NaN as the invalid token NaN; R-hat of a constant is NaN.
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in report.items()}
         tmp.write_text(json.dumps(clean, indent=2) + "\n")
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main,
-        sm,
-        trace_path=sm.input.trace,
-        summary_path=sm.output.summary,
-        diagnostics_path=sm.output.diagnostics,
-        thresholds=dict(sm.params.thresholds),
-        ci_prob=sm.params.ci_prob,
-        strict=sm.params.strict,
-    )

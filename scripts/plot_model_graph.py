@@ -13,10 +13,3 @@ def main(data: str, model_file: str, png: str, svg: str) -> None:
     for path in (png, svg):
         with atomic_path(path) as tmp:
             tmp.write_bytes(graph.pipe(format=Path(path).suffix.lstrip(".")))
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(main, sm, data=sm.input.data, model_file=sm.input.model, png=sm.output.png, svg=sm.output.svg)

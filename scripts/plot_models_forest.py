@@ -17,7 +17,8 @@ def theta_by_group(trace, groups):
     return xr.DataTree.from_dict({"/posterior": theta.to_dataset()})
 
 
-def main(trace_paths: list[str], model_names: list[str], output: str, *, ci_prob: float) -> None:
+def main(traces: list[str], figure: str, *, models: list[str], ci_prob: float) -> None:
+    trace_paths, model_names, output = traces, models, figure
     import arviz as az
     import matplotlib
 
@@ -28,13 +29,3 @@ def main(trace_paths: list[str], model_names: list[str], output: str, *, ci_prob
     collection = az.plot_forest(per_model, var_names=["theta"], combined=True, ci_probs=[0.5, ci_prob])
     collection.add_legend("model")
     save_plot_collection(collection, output)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main, sm, trace_paths=list(sm.input.traces), model_names=list(sm.params.models), output=sm.output[0],
-        ci_prob=sm.params.ci_prob,
-    )

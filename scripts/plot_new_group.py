@@ -4,7 +4,8 @@
 from common import read_datatree, save_plot_collection
 
 
-def main(prediction_path: str, output: str, *, ci_prob: float) -> None:
+def main(prediction: str, figure: str, *, ci_prob: float) -> None:
+    prediction_path, output = prediction, figure
     import arviz as az
     import matplotlib
 
@@ -14,10 +15,3 @@ def main(prediction_path: str, output: str, *, ci_prob: float) -> None:
         prediction, group="posterior_predictive", var_names=["theta_new"], kind="hist", ci_prob=ci_prob
     )
     save_plot_collection(collection, output)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(main, sm, prediction_path=sm.input.prediction, output=sm.output[0], ci_prob=sm.params.ci_prob)

@@ -16,7 +16,8 @@ def histogram_mode(values, bins: int = 100) -> float:
     return float((edges[fullest] + edges[fullest + 1]) / 2)
 
 
-def main(trace_path: str, output: str, *, variable: str, ci_prob: float, bins: int = 100) -> None:
+def main(trace: str, figure: str, *, variable: str, ci_prob: float, bins: int = 100) -> None:
+    trace_path, output = trace, figure
     import arviz as az
     import matplotlib
 
@@ -29,13 +30,3 @@ def main(trace_path: str, output: str, *, variable: str, ci_prob: float, bins: i
     axes.annotate(f"MAP: {mode:.3f}", xy=(mode, 0.9), xycoords=("data", "axes fraction"), ha="right",
                   xytext=(-6, 0), textcoords="offset points", color="C3", fontsize=12)
     save_plot_collection(collection, output)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main, sm, trace_path=sm.input.trace, output=sm.output[0], variable=sm.params.variable,
-        ci_prob=sm.params.ci_prob, bins=sm.params.bins,
-    )

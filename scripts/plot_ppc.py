@@ -7,7 +7,8 @@ import numpy as np
 from common import read_datatree, save_figure
 
 
-def main(replicated: str, output: str, *, ci_prob: float) -> None:
+def main(replicated: str, figure: str, *, ci_prob: float) -> None:
+    output = figure
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,10 +35,3 @@ def main(replicated: str, output: str, *, ci_prob: float) -> None:
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 - 0.6 / len(groups)), ncol=3, fontsize=8, frameon=False)
     save_figure(figure, output, dpi=100)
     plt.close(figure)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(main, sm, replicated=sm.input.replicated, output=sm.output[0], ci_prob=sm.params.ci_prob)

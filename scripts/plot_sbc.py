@@ -8,7 +8,8 @@ import numpy as np
 from common import save_figure
 
 
-def main(ranks_path: str, uniformity_path: str, output: str) -> None:
+def main(ranks: str, uniformity: str, figure: str) -> None:
+    ranks_path, uniformity_path, output = ranks, uniformity, figure
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,10 +36,3 @@ def main(ranks_path: str, uniformity_path: str, output: str) -> None:
     figure.tight_layout()
     save_figure(figure, output, dpi=100)
     plt.close(figure)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(main, sm, ranks_path=sm.input.ranks, uniformity_path=sm.input.uniformity, output=sm.output[0])

@@ -20,7 +20,8 @@ def posterior_means(trace, groups) -> np.ndarray:
     return means.sel(group=list(groups)).values
 
 
-def main(data: str, trace_paths: list[str], model_names: list[str], output: str) -> None:
+def main(data: str, traces: list[str], figure: str, *, models: list[str]) -> None:
+    trace_paths, model_names, output = traces, models, figure
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,12 +48,3 @@ def main(data: str, trace_paths: list[str], model_names: list[str], output: str)
     axis.legend(loc="upper left", fontsize=8)
     save_figure(figure, output, dpi=100)
     plt.close(figure)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main, sm, data=sm.input.data, trace_paths=list(sm.input.traces), model_names=list(sm.params.models), output=sm.output[0],
-    )

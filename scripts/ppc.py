@@ -51,10 +51,10 @@ def p_values(y_rep, table, ci_prob: float):
     )
 
 
-def main(data: str, model_file: str, trace_path: str, output: str, pvalues_path: str, *, seed: int, ci_prob: float) -> None:
+def main(data: str, model_file: str, trace: str, replicated: str, pvalues: str, *, seed: int, ci_prob: float) -> None:
     import xarray as xr
 
-    trace = read_datatree(trace_path, rule_hint="sample")
+    trace = read_datatree(trace, rule_hint="sample")
     table = read_prepared(data)
     model = load_module(model_file).build(table)
     y_rep = replicate(model, table, trace, seed=seed)
@@ -64,16 +64,6 @@ def main(data: str, model_file: str, trace_path: str, output: str, pvalues_path:
     tree = xr.DataTree.from_dict(
         {"/posterior_predictive": y_rep, "/observed_data": trace["observed_data"].to_dataset(), "/constant_data": trials}
     )
-    write_datatree(tree, output)
-    with atomic_path(pvalues_path) as tmp:
+    write_datatree(tree, replicated)
+    with atomic_path(pvalues) as tmp:
         p_values(y_rep, table, ci_prob).to_csv(tmp, index=False)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main, sm, data=sm.input.data, model_file=sm.input.model, trace_path=sm.input.trace,
-        output=sm.output.replicated, pvalues_path=sm.output.pvalues, seed=sm.params.seed, ci_prob=sm.params.ci_prob,
-    )

@@ -36,32 +36,16 @@ def predict(model, module, trace, *, new_trials: int, seed: int):
     return xr.Dataset({"theta_new": (dims, theta_draws), "y_new": (dims, y_draws)}, coords=coords)
 
 
-def main(data: str, model_file: str, trace_path: str, output: str, *, new_trials: int, seed: int) -> None:
-    trace = read_datatree(trace_path, rule_hint="sample")
+def main(data: str, model_file: str, trace: str, prediction: str, *, new_trials: int, seed: int) -> None:
+    trace = read_datatree(trace, rule_hint="sample")
     module = load_module(model_file)
     model = module.build(read_prepared(data))
     result = predict(model, module, trace, new_trials=new_trials, seed=seed)
     result.attrs.update({"new_trials": new_trials, "seed": seed, "trace_model": trace.attrs.get("pipeline_model", "")})
-    write_datatree(_as_tree(result), output)
+    write_datatree(_as_tree(result), prediction)
 
 
 def _as_tree(dataset):
     import xarray as xr
 
     return xr.DataTree.from_dict({"/posterior_predictive": dataset})
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main,
-        sm,
-        data=sm.input.data,
-        model_file=sm.input.model,
-        trace_path=sm.input.trace,
-        output=sm.output[0],
-        new_trials=sm.params.new_trials,
-        seed=sm.params.seed,
-    )

@@ -136,19 +136,6 @@ def write_table(rows: list[tuple[str, int, int]], output: str | Path) -> None:
             writer.writerows(rows)
 
 
-def main(source: str, output: str, group: str, trials: str, successes: str, delimiter: str = ",") -> None:
+def main(source: str, table: str, *, group: str, trials: str, successes: str, delimiter: str = ",") -> None:
     rows = validate(source, group, trials, successes, delimiter)
-    write_table(rows, output)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    columns = snakemake.params.columns  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main,
-        snakemake,  # noqa: F821
-        source=snakemake.input.csv,  # noqa: F821
-        output=snakemake.output[0],  # noqa: F821
-        **columns,
-    )
+    write_table(rows, table)

@@ -42,6 +42,11 @@ def draw(model, *, sampler: str, draws: int, tune: int, chains: int, seed: int, 
     )
     # benchmarks/run.py reads this line: a job's time outside it is overhead.
     log.info("pm.sample took %.3f s (compiling and drawing)", time.perf_counter() - started)
+    # A sampler stopped early (nutpie returns what it has on an interrupt) must not leave
+    # a trace that looks finished.
+    made = trace["posterior"].sizes["draw"]
+    if made != draws:
+        raise RuntimeError(f"the sampler stopped after {made} of {draws} draws")
     # Pointwise log-likelihood, for PSIS-LOO model comparison.
     return pm.compute_log_likelihood(trace, model=model, progressbar=False)
 
@@ -65,33 +70,33 @@ def provenance(*, dataset: str, model_name: str, data: Path, model_file: Path, s
 def main(
     data: str,
     model_file: str,
-    output: str,
+    trace: str,
     *,
     dataset: str,
-    model_name: str,
+    model: str,
     sampling: dict,
     settings: dict,
     seed: int,
-    cores: int = 1,
+    threads: int = 1,
 ) -> None:
     table = read_prepared(data)
-    model = load_module(model_file).build(table)
+    built = load_module(model_file).build(table)
     started = time.perf_counter()
-    trace = draw(
-        model,
+    result = draw(
+        built,
         sampler=sampling["sampler"],
         draws=sampling["draws"],
         tune=sampling["tune"],
         chains=sampling["chains"],
         seed=seed,
-        cores=cores,
+        cores=threads,
         target_accept=settings.get("target_accept"),
     )
-    log.info("sampled %s/%s in %.2f s", dataset, model_name, time.perf_counter() - started)
-    trace.attrs.update(
+    log.info("sampled %s/%s in %.2f s", dataset, model, time.perf_counter() - started)
+    result.attrs.update(
         provenance(
             dataset=dataset,
-            model_name=model_name,
+            model_name=model,
             data=Path(data),
             model_file=Path(model_file),
             seed=seed,
@@ -99,23 +104,4 @@ def main(
             settings=settings,
         )
     )
-    write_datatree(trace, output)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main,
-        sm,
-        data=sm.input.data,
-        model_file=sm.input.model,
-        output=sm.output[0],
-        dataset=sm.wildcards.dataset,
-        model_name=sm.wildcards.model,
-        sampling=dict(sm.params.sampling),
-        settings=dict(sm.params.settings),
-        seed=sm.params.seed,
-        cores=sm.threads,
-    )
+    write_datatree(result, trace)

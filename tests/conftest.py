@@ -46,6 +46,40 @@ def copy_workflow(destination: Path) -> Path:
     return destination
 
 
+# Snakemake's own notice, printed first by every run that reads the workflow's profile.
+PROFILE_NOTICE = "Using workflow specific profile workflow/profiles/default for setting default command line arguments."
+
+
+def messages(stderr: str) -> list[str]:
+    """What a run printed to stderr, without Snakemake's profile notice."""
+    return [line for line in stderr.strip().splitlines() if line != PROFILE_NOTICE]
+
+
+def worker_processes(scripts: Path, owner_pid: int | None = None) -> list[int]:
+    """Warm workers started from `scripts`/worker.py, and the steps they forked (which share
+    their command line); only those of one Snakemake process if `owner_pid` is given."""
+    import json
+
+    found = []
+    wanted = [str(scripts / "worker.py").encode(), b"serve"]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if command[-3:-1] != wanted:
+            continue
+        if owner_pid is not None:
+            owners = [json.loads(item.split(b"=", 1)[1]).get("pid") for item in environ if item.startswith(b"PIPELINE_WORKER=")]
+            if owner_pid not in owners:
+                continue
+        found.append(int(entry.name))
+    return found
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
@@ -78,8 +112,8 @@ def spacex_traces(spacex_prepared, tmp_path_factory):
         path = out / f"{name}.nc"
         sample.main(
             str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{name}.py"), str(path),
-            dataset="spacex", model_name=name, sampling=SAMPLING, settings={"target_accept": target_accept},
-            seed=1000 + offset, cores=2,
+            dataset="spacex", model=name, sampling=SAMPLING, settings={"target_accept": target_accept},
+            seed=1000 + offset, threads=2,
         )
         traces[name] = path
     return traces

@@ -188,3 +188,17 @@ def test_a_moved_project_reruns_nothing(project, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(project, moved, symlinks=True)
     assert planned_outputs(moved) == set()
+
+
+def test_a_step_script_rewritten_with_the_same_content_reruns_nothing(project):
+    """Step scripts are inputs, compared by checksum like data: a new time alone is no change."""
+    path = project / "scripts" / "plot_trace.py"
+    path.write_bytes(path.read_bytes())
+    assert planned_outputs(project) == set()
+
+
+def test_editing_the_worker_reruns_nothing(project):
+    """scripts/worker.py decides where a step runs, not what it computes (the same bits warm
+    or in a fresh process: tests/test_worker.py), so it is not an input of any rule."""
+    with edited(project / "scripts" / "worker.py", "\n# an edit\n"):
+        assert planned_outputs(project) == set()

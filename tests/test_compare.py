@@ -72,7 +72,7 @@ def test_table_ranks_models_and_weights_sum_to_one(compared, spacex_traces):
 def test_main_writes_table_and_plot_and_names_high_k_groups(spacex_traces, tmp_path, caplog):
     names = list(spacex_traces)
     with caplog.at_level(logging.WARNING, logger="pipeline.compare"):
-        compare.main([str(spacex_traces[n]) for n in names], names, str(tmp_path / "c.csv"), str(tmp_path / "c.png"), k_threshold=THRESHOLD)
+        compare.main([str(spacex_traces[n]) for n in names], str(tmp_path / "c.csv"), str(tmp_path / "c.png"), models=names, k_threshold=THRESHOLD)
     table = pd.read_csv(tmp_path / "c.csv", index_col="model")
     assert {"elpd", "se", "elpd_diff", "dse", "weight", "pareto_k_above"} <= set(table.columns)
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,8 +1,10 @@
 """The pip pins and the conda environment describe the same package set."""
 
+import os
 import re
 import subprocess
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -66,3 +68,29 @@ def test_python_finder_explains_when_nothing_fits(tmp_path):
     result = subprocess.run([shutil.which("bash"), str(ROOT / "tools" / "find-python.sh")], capture_output=True, text=True, env=env)
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and "no Python >= 3.12 found" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_workflow_runs_with_the_interpreter_of_any_environment_that_has_the_pins(tmp_path):
+    """The conda route: `mamba env create -f environment.yml`, activate it, run `snakemake`.
+    Nothing names the project's .venv: the steps run with the interpreter that runs
+    Snakemake. Stood in for here by a second environment whose packages are the pinned set."""
+    import sys
+    import sysconfig
+
+    from conftest import copy_workflow, tiny_config
+
+    other = tmp_path / "other-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(other)], check=True)
+    site = next(other.glob("lib/python*/site-packages"))
+    (site / "pinned.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    workdir = copy_workflow(tmp_path / "project")
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    python = other / "bin" / "python"
+    result = subprocess.run(
+        [str(python), "-m", "snakemake", "--cores", "2", "results/spacex/full_pooling/trace.nc"],
+        cwd=workdir, capture_output=True, text=True, env={**os.environ, "PIPELINE_WORKER_VERBOSE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"with {python}" in result.stderr
+    assert (workdir / "logs" / "spacex" / "full_pooling" / "sample.log").read_text().rstrip().endswith("(warm worker)")

@@ -60,7 +60,7 @@ def test_population_mean_figure_marks_the_map(spacex_traces, tmp_path):
 def test_models_forest_puts_all_models_in_one_figure(spacex_traces, tmp_path):
     output = tmp_path / "forest_models.png"
     names = list(spacex_traces)
-    plot_models_forest.main([str(spacex_traces[n]) for n in names], names, str(output), ci_prob=0.94)
+    plot_models_forest.main([str(spacex_traces[n]) for n in names], str(output), models=names, ci_prob=0.94)
     assert_png(output, min_width=600)
 
 
@@ -93,5 +93,5 @@ def test_shrinkage_plots_every_model_and_orders_the_pooling(spacex_traces, space
     low, high = np.minimum(raw, mu), np.maximum(raw, mu)
     assert ((means["hierarchical"] >= low) & (means["hierarchical"] <= high))[small].all()
     output = tmp_path / "shrinkage.png"
-    plot_shrinkage.main(str(spacex_prepared), [str(p) for p in spacex_traces.values()], list(spacex_traces), str(output))
+    plot_shrinkage.main(str(spacex_prepared), [str(p) for p in spacex_traces.values()], str(output), models=list(spacex_traces))
     assert_png(output)

@@ -71,8 +71,8 @@ def test_pymc_sampler_matches_conjugate_beta(spacex_prepared, data, tmp_path):
     path = tmp_path / "trace.nc"
     sample.main(
         str(spacex_prepared), str(ROOT / "scripts" / "models" / "full_pooling.py"), str(path),
-        dataset="spacex", model_name="full_pooling", sampling={**SAMPLING, "sampler": "pymc", "draws": 1000},
-        settings={}, seed=7, cores=2,
+        dataset="spacex", model="full_pooling", sampling={**SAMPLING, "sampler": "pymc", "draws": 1000},
+        settings={}, seed=7, threads=2,
     )
     trace = read_datatree(path)
     assert trace["posterior"].attrs["inference_library"] == "pymc"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from common import read_datatree
-from conftest import CONFIGURED_MODELS, copy_workflow, run_snakemake, tiny_config
+from conftest import CONFIGURED_MODELS, copy_workflow, messages, run_snakemake, tiny_config, worker_processes
 from test_prepare_data import BAD_TABLES
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,7 @@ def test_bad_table_stops_the_workflow_and_keeps_results(completed, content, mess
     finally:
         data.write_bytes(original)
     assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
+    lines = messages(result.stderr)
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: config/data/spacex.csv") and message in lines[0]
     assert snapshot(completed) == before
@@ -120,7 +120,7 @@ def sampling_under_way(workdir):
     """Some trace is finished and another model's sampling job has started."""
     folder = workdir / "results" / "spacex"
     done = [m for m in MODELS if (folder / m / "trace.nc").exists()]
-    started = [m for m in MODELS if (folder / "logs" / m / "sample.log").exists() and m not in done]
+    started = [m for m in MODELS if (workdir / "logs" / "spacex" / m / "sample.log").exists() and m not in done]
     return bool(done) and bool(started)
 
 
@@ -130,30 +130,80 @@ def assert_every_trace_is_whole(workdir):
         assert posterior.sizes["draw"] == 60000, trace
 
 
-@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def assert_no_process_left(workdir, seconds=5):
+    """No warm worker of this project copy, nor any step it forked, outlives Snakemake."""
+    wait_for(lambda: not worker_processes(workdir / "scripts"), seconds, "the worker and its steps to end")
+
+
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGINT to Snakemake", "SIGKILL", "SIGKILL to Snakemake"])
 def test_interrupted_sampling_leaves_nothing_that_looks_finished(tmp_path, how):
+    """Ctrl-C in a terminal signals the whole process group: Snakemake, its worker and the
+    steps. SIGINT to Snakemake alone lets running steps finish. `kill -9` of the group kills
+    everything at once; of Snakemake alone, the worker sees its owner gone and stops every
+    step. Each way: no process is left, no partial output, and the next run recovers."""
     workdir = slow_project(tmp_path)
     process = start_snakemake(workdir)
     wait_for(lambda: sampling_under_way(workdir), 240, "a sampling job to start")
     time.sleep(1.5)
     finished_before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (workdir / "results").rglob("trace.nc")}
-    if how == "SIGINT":
-        process.send_signal(signal.SIGINT)  # Ctrl-C: Snakemake stops its jobs and cleans up
-    else:
+    assert worker_processes(workdir / "scripts")  # the steps run in the warm worker
+    if how == "Ctrl-C":
+        os.killpg(process.pid, signal.SIGINT)
+    elif how == "SIGINT to Snakemake":
+        process.send_signal(signal.SIGINT)
+    elif how == "SIGKILL":
         os.killpg(process.pid, signal.SIGKILL)  # no chance to clean up at all
-    process.communicate(timeout=120)
-    assert process.returncode != 0
+    else:
+        process.kill()
+    output, _ = process.communicate(timeout=300)
+    assert_no_process_left(workdir)
+    if how == "SIGINT to Snakemake":
+        # Snakemake waits for its running jobs (as with script jobs) and then stops.
+        assert process.returncode != 0 or "steps (100%) done" in output
+    else:
+        assert process.returncode != 0
     assert_every_trace_is_whole(workdir)
-    if how == "SIGKILL":
+    if how.startswith("SIGKILL"):
         # The dead run's lock stays; the README says to clear it first.
         assert "cannot be locked" in run_snakemake(workdir, *TRACES, check=False).stderr
         run_snakemake(workdir, "--unlock")
     result = run_snakemake(workdir, "--rerun-incomplete", *TRACES)
-    assert "steps (100%) done" in result.stderr + result.stdout
+    assert "steps (100%) done" in result.stderr + result.stdout or "Nothing to be done" in result.stderr + result.stdout
     assert_every_trace_is_whole(workdir)
     for path, (content, mtime) in finished_before.items():
         assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime, path
     assert not list((workdir / "results").rglob("*.tmp"))
+    assert_no_process_left(workdir)
+
+
+CRASHING = {
+    "segfault": ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", "killed by SIGSEGV"),
+    "out of memory": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does", "killed by SIGKILL (out of memory?)"),
+    "exception": ("raise RuntimeError('a bug in the model file')", "RuntimeError: a bug in the model file"),
+}
+
+
+@pytest.mark.parametrize("crash", list(CRASHING))
+def test_a_crashing_step_fails_its_job_only(tmp_path, crash):
+    """A step that dies fails its own job, with the reason in its log; the worker goes on and
+    the other models' jobs complete."""
+    copy_workflow(tmp_path)
+    code, words = CRASHING[crash]
+    source = (tmp_path / "scripts" / "models" / "full_pooling.py").read_text()
+    (tmp_path / "crashing.py").write_text(source.replace("def build(data):\n", "def build(data):\n" + "".join(f"    {line}\n" for line in code.splitlines()), 1))
+    config = tiny_config()
+    config["models"] = {"crashing": {"file": "crashing.py"}, "full_pooling": {}, "no_pooling": {}}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    targets = [f"results/spacex/{m}/trace.nc" for m in config["models"]]
+    result = run_snakemake(tmp_path, "--keep-going", *targets, check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "logs" / "spacex" / "crashing" / "sample.log").read_text()
+    assert words in log
+    assert "see its log logs/spacex/crashing/sample.log" in result.stderr
+    assert not (tmp_path / "results" / "spacex" / "crashing" / "trace.nc").exists()
+    for model in ("full_pooling", "no_pooling"):
+        assert read_datatree(tmp_path / "results" / "spacex" / model / "trace.nc")["posterior"].sizes["draw"] == 100
+    assert_no_process_left(tmp_path)
 
 
 def test_second_invocation_is_refused_while_the_first_runs(tmp_path):

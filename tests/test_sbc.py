@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import plot_sbc
-import sbc
+import sbc_fit as sbc
 from conftest import ROOT
 from test_plots import assert_png
 
@@ -47,8 +47,8 @@ def test_uniformity_test_flags_a_miscalibrated_sampler():
     rng = np.random.default_rng(0)
     uniform = pd.DataFrame({"x": rng.integers(0, 101, 400)})
     piled = pd.DataFrame({"x": rng.integers(0, 30, 400)})
-    assert sbc.uniformity(uniform, 100, 10)["p_value"].iloc[0] > 0.01
-    assert sbc.uniformity(piled, 100, 10)["p_value"].iloc[0] < 1e-6
+    assert sbc.uniformity_test(uniform, 100, 10)["p_value"].iloc[0] > 0.01
+    assert sbc.uniformity_test(piled, 100, 10)["p_value"].iloc[0] < 1e-6
 
 
 def test_rank_histogram_plot(calibrated, tmp_path):

@@ -83,7 +83,7 @@ def test_comparison_table_has_every_model(finished_run):
 def test_log_warns_about_failed_diagnostics(finished_run):
     workdir, result = finished_run
     assert "ESS bulk" in result.stderr
-    assert "ESS" in (workdir / "results" / "spacex" / "logs" / "hierarchical" / "diagnose.log").read_text()
+    assert "ESS" in (workdir / "logs" / "spacex" / "hierarchical" / "diagnose.log").read_text()
 
 
 def test_rerun_has_nothing_to_do(finished_run):

@@ -1,10 +1,10 @@
 rule ppc:
     """Posterior predictive check: the data replicated from the fit, and p-values per group."""
     input:
+        code=step_code("ppc"),
         data="results/{dataset}/data.csv",
-        model=model_path,
+        model_file=model_path,
         trace="results/{dataset}/{model}/trace.nc",
-        helpers=HELPERS,
     output:
         replicated="results/{dataset}/{model}/ppc.nc",
         pvalues=report(
@@ -18,28 +18,20 @@ rule ppc:
         seed=lambda w: job_seed(w, "ppc"),
         ci_prob=config["plots"]["ci_prob"],
     log:
-        "results/{dataset}/logs/{model}/ppc.log",
-    benchmark:
-        "results/{dataset}/benchmarks/{model}/ppc.tsv",
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/ppc.py"
+        "logs/{dataset}/{model}/ppc.log",
+    run:
+        run_step(rule, input, output, params, log)
 
 
 rule plot_ppc:
     input:
+        code=step_code("plot_ppc"),
         replicated="results/{dataset}/{model}/ppc.nc",
-        helpers=HELPERS,
     output:
-        figure("results/{dataset}/{model}/ppc.png", "ppc", "Posterior predictive checks"),
+        figure=report_figure("results/{dataset}/{model}/ppc.png", "ppc", "Posterior predictive checks"),
     params:
         ci_prob=config["plots"]["ci_prob"],
     log:
-        "results/{dataset}/logs/{model}/plot_ppc.log",
-    benchmark:
-        "results/{dataset}/benchmarks/{model}/plot_ppc.tsv",
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/plot_ppc.py"
+        "logs/{dataset}/{model}/plot_ppc.log",
+    run:
+        run_step(rule, input, output, params, log)

@@ -1,4 +1,4 @@
-# Config validation, target lists, seeds and small helpers shared by the rules.
+# Config and table checks, the warm-step glue, target lists, seeds and small helpers.
 
 import ast
 import os
@@ -6,9 +6,12 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 SCRIPTS = Path(workflow.basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+import worker  # noqa: E402
 from check_config import check_config, model_file  # noqa: E402
 from common import UserError, derive_seed  # noqa: E402
 from prepare_data import validate  # noqa: E402
@@ -26,8 +29,9 @@ except UserError as error:
 config.clear()
 config.update(_checked)
 
-# Every rule script imports this module; as an input of every rule, editing it reruns
-# what it could have changed (Snakemake tracks a script's own code, not its imports).
+# Which warm worker this Snakemake process will hand its steps to (none is started yet).
+worker.claim()
+
 # Inputs are named relative to the working directory: Snakemake records the set of input
 # paths, and absolute ones would make a moved or copied project rerun everything.
 HELPERS = os.path.relpath(SCRIPTS / "common.py")
@@ -35,6 +39,44 @@ NUTPIE_CALLBACKS = os.path.relpath(SCRIPTS / "nutpie_callbacks.py")
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
+
+
+def step_code(step, *extra):
+    """The code a step runs: scripts/<step>.py and the helpers it imports.
+
+    They are inputs of the rule, so editing one reruns exactly the jobs that run it
+    (Snakemake tracks a run: block's own text, not the modules it calls).
+    """
+    return [os.path.relpath(SCRIPTS / f"{step}.py"), HELPERS, *extra]
+
+
+def _plain(value):
+    """Snakemake's file and list types as JSON's plain ones."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def run_step(rule, input, output, params, log, threads=1):
+    """Run scripts/<rule>.py's main() in the warm worker (scripts/worker.py).
+
+    The rule's named inputs, outputs and params are main()'s keyword arguments, by name;
+    `code` is left out. This is the only glue between Snakemake and the steps.
+    """
+    script = os.path.relpath(SCRIPTS / f"{rule}.py")
+    if script not in input.get("code", []):
+        raise WorkflowError(f"the input `code` of {rule} must hold {script} (use step_code)")
+    kwargs = {
+        name: _plain(value)
+        for named in (input, output, params)
+        for name, value in named.items()
+        if name != "code"
+    }
+    worker.run_step(script, kwargs=kwargs, log=log[0], threads=threads)
 
 
 def one_of(names):
@@ -63,6 +105,18 @@ def group_count(dataset):
     """Rows of a data set's CSV (an upper bound on its groups), read cheaply at DAG time."""
     with open(config["datasets"][dataset]["path"], "rb") as handle:
         return max(1, sum(1 for _ in handle) - 1)
+
+
+def sample_threads(wildcards):
+    """One chain per core only when drawing is most of a sampling step.
+
+    Below ~10 million group-draws a step is mostly compiling, on one core; holding a core
+    per chain then only keeps other steps waiting (measured in docs/speed.md). Draws are
+    the same either way: each chain has its own seeded stream.
+    """
+    sampling = config["sampling"]
+    work = (sampling["draws"] + sampling["tune"]) * sampling["chains"] * group_count(wildcards.dataset)
+    return sampling["chains"] if work >= 10_000_000 else 1
 
 
 def sample_mem_mb(wildcards, attempt):
@@ -118,7 +172,7 @@ def all_targets():
     return targets
 
 
-def figure(path, caption, category):
+def report_figure(path, caption, category):
     """An output that goes into `snakemake --report`, with its caption from workflow/report/."""
     return report(
         path,

@@ -1,8 +1,8 @@
 rule compare:
     """PSIS-LOO of every model of a data set, compared."""
     input:
+        code=step_code("compare"),
         traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
-        helpers=HELPERS,
     output:
         table=report(
             "results/{dataset}/comparison.csv",
@@ -20,10 +20,6 @@ rule compare:
         models=MODELS,
         k_threshold=config["compare"]["pareto_k_threshold"],
     log:
-        "results/{dataset}/logs/compare.log",
-    benchmark:
-        "results/{dataset}/benchmarks/compare.tsv",
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/compare.py"
+        "logs/{dataset}/compare.log",
+    run:
+        run_step(rule, input, output, params, log)

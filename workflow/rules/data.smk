@@ -1,19 +1,16 @@
 rule prepare_data:
     """Validate a data set's CSV and write it as group,trials,successes."""
     input:
-        csv=lambda w: config["datasets"][w.dataset]["path"],
-        helpers=HELPERS,
+        code=step_code("prepare_data"),
+        source=lambda w: config["datasets"][w.dataset]["path"],
     output:
-        "results/{dataset}/data.csv",
+        table="results/{dataset}/data.csv",
     params:
-        columns=lambda w: {
-            key: config["datasets"][w.dataset][key] for key in ("group", "trials", "successes", "delimiter")
-        },
+        group=lambda w: config["datasets"][w.dataset]["group"],
+        trials=lambda w: config["datasets"][w.dataset]["trials"],
+        successes=lambda w: config["datasets"][w.dataset]["successes"],
+        delimiter=lambda w: config["datasets"][w.dataset]["delimiter"],
     log:
-        "results/{dataset}/logs/prepare_data.log",
-    benchmark:
-        "results/{dataset}/benchmarks/prepare_data.tsv",
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/prepare_data.py"
+        "logs/{dataset}/prepare_data.log",
+    run:
+        run_step(rule, input, output, params, log)

@@ -1,8 +1,8 @@
 rule diagnose:
     """R-hat, ESS, MCSE, divergences and BFMI of one trace, checked against thresholds."""
     input:
+        code=step_code("diagnose"),
         trace="results/{dataset}/{model}/trace.nc",
-        helpers=HELPERS,
     output:
         summary=report(
             "results/{dataset}/{model}/summary.csv",
@@ -17,10 +17,6 @@ rule diagnose:
         strict=config["diagnostics"]["strict"],
         ci_prob=config["plots"]["ci_prob"],
     log:
-        "results/{dataset}/logs/{model}/diagnose.log",
-    benchmark:
-        "results/{dataset}/benchmarks/{model}/diagnose.tsv",
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/diagnose.py"
+        "logs/{dataset}/{model}/diagnose.log",
+    run:
+        run_step(rule, input, output, params, log)

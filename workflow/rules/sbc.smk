@@ -4,10 +4,9 @@
 rule sbc_fit:
     """Fit the model to data simulated from its prior, with the data set's group sizes."""
     input:
+        code=step_code("sbc_fit", NUTPIE_CALLBACKS),
         data="results/{dataset}/data.csv",
-        model=model_path,
-        helpers=HELPERS,
-        callbacks=NUTPIE_CALLBACKS,
+        model_file=model_path,
     output:
         ranks="results/{dataset}/{model}/sbc_ranks.csv",
         uniformity=report(
@@ -23,30 +22,22 @@ rule sbc_fit:
         sampler=config["sampling"]["sampler"],
         seed=lambda w: job_seed(w, "sbc"),
     log:
-        "results/{dataset}/logs/{model}/sbc.log",
-    benchmark:
-        "results/{dataset}/benchmarks/{model}/sbc.tsv",
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/sbc.py"
+        "logs/{dataset}/{model}/sbc_fit.log",
+    run:
+        run_step(rule, input, output, params, log)
 
 
 rule plot_sbc:
     input:
+        code=step_code("plot_sbc"),
         ranks="results/{dataset}/{model}/sbc_ranks.csv",
         uniformity="results/{dataset}/{model}/sbc.csv",
-        helpers=HELPERS,
     output:
-        figure("results/{dataset}/{model}/sbc.png", "sbc", "Calibration"),
+        figure=report_figure("results/{dataset}/{model}/sbc.png", "sbc", "Calibration"),
     log:
-        "results/{dataset}/logs/{model}/plot_sbc.log",
-    benchmark:
-        "results/{dataset}/benchmarks/{model}/plot_sbc.tsv",
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/plot_sbc.py"
+        "logs/{dataset}/{model}/plot_sbc.log",
+    run:
+        run_step(rule, input, output, params, log)
 
 
 rule sbc:

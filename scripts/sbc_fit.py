@@ -52,7 +52,7 @@ def ranks_of_one(module, table, truth: dict, simulated_successes, *, sampling: d
     return {name: int((values < truth[name]).sum()) for name, values in draws.items()}
 
 
-def uniformity(ranks, max_rank: int, bins: int):
+def uniformity_test(ranks, max_rank: int, bins: int):
     """Per parameter: chi-square test that ranks 0..max_rank fill `bins` equal bins evenly."""
     import pandas as pd
     from scipy import stats
@@ -67,7 +67,8 @@ def uniformity(ranks, max_rank: int, bins: int):
     return pd.DataFrame(rows)
 
 
-def main(data: str, model_file: str, ranks_path: str, uniformity_path: str, *, settings: dict, sbc: dict, sampler: str, seed: int) -> None:
+def main(data: str, model_file: str, ranks: str, uniformity: str, *, settings: dict, sbc: dict, sampler: str, seed: int) -> None:
+    ranks_path, uniformity_path = ranks, uniformity
     import pandas as pd
     import pymc as pm
 
@@ -90,21 +91,10 @@ def main(data: str, model_file: str, ranks_path: str, uniformity_path: str, *, s
         log.info("simulation %d of %d fitted", index + 1, sbc["simulations"])
     ranks = pd.DataFrame(rows)
     max_rank = len(range(0, sbc["draws"], sbc["thin"])) * sbc["chains"]
-    result = uniformity(ranks, max_rank, sbc["bins"])
+    result = uniformity_test(ranks, max_rank, sbc["bins"])
     worst = result.loc[result["p_value"].idxmin()]
     log.info("smallest uniformity p-value: %.3g (%s)", worst["p_value"], worst["parameter"])
     with atomic_path(ranks_path) as tmp:
         ranks.to_csv(tmp, index_label="simulation")
     with atomic_path(uniformity_path) as tmp:
         result.to_csv(tmp, index=False)
-
-
-if "snakemake" in globals():
-    from common import run_from_snakemake
-
-    sm = snakemake  # noqa: F821 (injected by Snakemake)
-    run_from_snakemake(
-        main, sm, data=sm.input.data, model_file=sm.input.model, ranks_path=sm.output.ranks,
-        uniformity_path=sm.output.uniformity, settings=dict(sm.params.settings), sbc=dict(sm.params.sbc),
-        sampler=sm.params.sampler, seed=sm.params.seed,
-    )

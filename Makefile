@@ -49,4 +49,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results logs .snakemake

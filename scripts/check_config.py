@@ -105,6 +105,13 @@ def as_tuple(kind):
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+def defined_functions(path: Path) -> set[str]:
+    """Top-level functions of a model file, read without importing it (PyMC is slow to import)."""
+    import ast
+
+    return {node.name for node in ast.parse(path.read_text()).body if isinstance(node, ast.FunctionDef)}
+
+
 def model_file(name: str, settings: dict) -> Path:
     return Path(settings["file"]) if settings.get("file") else MODELS_DIR / f"{name}.py"
 
@@ -140,6 +147,11 @@ def check_config(config: dict) -> dict:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; models available: {', '.join(known)}"
             raise UserError(f"config key models.{name}: no model file {path}{hint}")
+        if settings.get("method") == "collapsed" and not {"build_collapsed", "complete"} <= defined_functions(path):
+            raise UserError(
+                f"config key models.{name}.method: collapsed, but {path} defines no build_collapsed() and complete(); "
+                f"use nuts or auto"
+            )
     for name in config["sbc"]["models"]:
         if name not in config["models"] and not (MODELS_DIR / f"{name}.py").is_file():
             known = sorted(config["models"])

@@ -107,6 +107,28 @@ def read_datatree(path: str | Path, rule_hint: str = ""):
     return tree
 
 
+def read_variables(path: str | Path, group: str, names: list[str] | None = None, rule_hint: str = "", select: dict | None = None):
+    """Some variables of one group of an ArviZ NetCDF file, read into memory, file closed.
+
+    For steps that need a few variables of a large trace: at 10,000 groups a whole trace
+    is 600 MB, of which a figure may need a few kB. `select` (coordinates, as for
+    `Dataset.sel`) is applied before reading.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    try:
+        with xr.open_dataset(path, group=group, engine="netcdf4") as lazy:
+            chosen = lazy[names] if names is not None else lazy
+            dataset = (chosen.sel(select) if select else chosen).load()
+    except Exception as exc:  # netCDF4/HDF5 raise a zoo of types for damaged files
+        raise UserError(
+            f"{path}: cannot be read as NetCDF ({type(exc).__name__}: {exc}); "
+            f"rebuild it with `snakemake --forcerun {rule_hint or 'sample'}`"
+        ) from exc
+    return dataset
+
+
 def write_datatree(tree, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tree.to_netcdf(tmp, engine="netcdf4")

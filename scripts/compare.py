@@ -1,57 +1,85 @@
-"""Which pooling assumption do the data support? PSIS-LOO for every model of a data set.
+"""Which pooling assumption do the data support? Leave-one-group-out ELPD of every model of a
+data set (each model's loo.nc, from scripts/loo.py), compared with ArviZ.
 
-Writes the comparison table (ELPD, its SE, differences to the best model, stacking
-weights, and how many groups have Pareto k above the threshold) and ArviZ's comparison
-plot. Leave-one-out here leaves out one *group*: with few groups each is a large share of
-the data, and high Pareto k values say the estimate for that model is unreliable; the
-warning names those groups.
+Writes the comparison table and ArviZ's comparison plot. Besides ArviZ's columns (elpd and
+its se, differences to the best model and their se, effective parameters, stacking
+weights), the table says where each model's values come from: `closed_form`, `refits`
+(exact refits without a group, named in `refitted`) and `pareto_k_above`, the number of
+values that still rest on a PSIS estimate with Pareto k above the threshold (0 unless
+more refits were needed than `compare.max_refits` allows; the log then names them).
 """
 
 import logging
+
+import numpy as np
 
 from common import atomic_path, read_datatree, save_plot_collection
 
 log = logging.getLogger("pipeline.compare")
 
 
-def high_k_groups(elpd, threshold: float) -> list[str]:
-    k = elpd.pareto_k
-    return [str(group) for group, value in zip(k["group"].values, k.values) if value > threshold]
+def elpd_data(loo):
+    """ArviZ's ELPDDataLOO from a model's pointwise leave-one-group-out values."""
+    from arviz_stats.utils import ELPDDataLOO
+
+    elpd_i = loo["elpd_i"]
+    n = elpd_i.sizes["group"]
+    threshold = float(loo.attrs["k_threshold"])
+    # A refit or a closed form is exact: no importance sampling, no Pareto k to worry about.
+    pareto_k = loo["pareto_k"].where(loo["source"] == "psis", 0.0)
+    return ELPDDataLOO(
+        elpd=float(elpd_i.sum()),
+        se=float(np.sqrt(n * np.var(elpd_i.values, ddof=1))) if n > 1 else 0.0,
+        p=float(loo["p_i"].sum()),
+        n_samples=int(loo.attrs["n_samples"]),
+        n_data_points=n,
+        scale="log",
+        warning=bool((pareto_k > threshold).any()),
+        good_k=threshold,
+        elpd_i=elpd_i,
+        pareto_k=pareto_k,
+    )
 
 
-def compare(traces: dict, *, k_threshold: float):
-    """The comparison table, and per model the groups whose Pareto k exceeds the threshold."""
-    import warnings
+def sources(loo, threshold: float) -> dict:
+    refitted = [str(g) for g in loo["group"].values[loo["source"].values == "refit"]]
+    unreliable = [str(g) for g in loo["group"].values[(loo["source"].values == "psis") & (loo["pareto_k"].values > threshold)]]
+    return {
+        "closed_form": int((loo["source"] == "closed form").sum()),
+        "refits": len(refitted),
+        "refitted": ";".join(refitted),
+        "pareto_k_above": len(unreliable),
+        "unreliable": unreliable,
+    }
 
+
+def compare(loos: dict, *, k_threshold: float):
+    """The comparison table, best model first, with where each model's values come from."""
     import arviz as az
 
-    with warnings.catch_warnings():
-        # ArviZ warns generically about high k; the table and our warning name the groups.
-        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
-        loos = {name: az.loo(tree, pointwise=True) for name, tree in traces.items()}
-        table = az.compare(loos, round_to="none")
-    flagged = {name: high_k_groups(elpd, k_threshold) for name, elpd in loos.items()}
-    table["pareto_k_above"] = [len(flagged[name]) for name in table.index]
+    table = az.compare({name: elpd_data(loo) for name, loo in loos.items()}, round_to="none")
+    origin = {name: sources(loo, k_threshold) for name, loo in loos.items()}
+    for column in ("closed_form", "refits", "refitted", "pareto_k_above"):
+        table[column] = [origin[name][column] for name in table.index]
     table["pareto_k_threshold"] = k_threshold
     table.index.name = "model"
-    return table, flagged
+    return table, {name: info["unreliable"] for name, info in origin.items()}
 
 
-def main(traces: list[str], table: str, plot: str, *, models: list[str], k_threshold: float) -> None:
-    trace_paths, model_names, table_path, plot_path = traces, models, table, plot
+def main(loos: list[str], table: str, plot: str, *, models: list[str], k_threshold: float) -> None:
     import arviz as az
     import matplotlib
 
     matplotlib.use("Agg")
-    traces = {name: read_datatree(path, rule_hint="sample") for name, path in zip(model_names, trace_paths)}
-    table, flagged = compare(traces, k_threshold=k_threshold)
-    for name, groups in flagged.items():
+    results = {name: read_datatree(path, rule_hint="loo")["loo"].to_dataset() for name, path in zip(models, loos)}
+    compared, unreliable = compare(results, k_threshold=k_threshold)
+    for name, groups in unreliable.items():
         if groups:
             log.warning(
-                "%s: Pareto k above %s for %d of %d groups (%s): its LOO estimate is unreliable there",
-                name, k_threshold, len(groups), traces[name]["observed_data"].sizes.get("group", 1), ", ".join(groups),
+                "%s: Pareto k above %s for %d of %d groups (%s) and no refit (compare.max_refits): unreliable there",
+                name, k_threshold, len(groups), results[name].sizes["group"], ", ".join(groups),
             )
-    with atomic_path(table_path) as tmp:
-        table.to_csv(tmp)
-    save_plot_collection(az.plot_compare(table), plot_path)
-    log.info("best model by PSIS-LOO: %s", table.index[0])
+    with atomic_path(table) as tmp:
+        compared.to_csv(tmp)
+    save_plot_collection(az.plot_compare(compared), plot)
+    log.info("best model by leave-one-group-out ELPD: %s", compared.index[0])

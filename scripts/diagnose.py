@@ -17,12 +17,11 @@ from common import UserError, atomic_path, read_datatree
 log = logging.getLogger("pipeline.diagnose")
 
 
-def summarise(trace, ci_prob: float):
-    import arviz as az
+def summarise(trace, ci_prob: float, threads: int = 1):
+    """az.summary's numbers, computed for all parameters at once (scripts/mcmc_stats.py)."""
+    import mcmc_stats
 
-    table = az.summary(trace, ci_prob=ci_prob, round_to="none")
-    table.index.name = "parameter"
-    return table
+    return mcmc_stats.summary(trace["posterior"].to_dataset(), ci_prob, threads=threads)
 
 
 def nonfinite_variables(trace) -> list[str]:
@@ -70,13 +69,13 @@ def check(trace, table, thresholds: dict) -> dict:
     return report
 
 
-def main(trace: str, summary: str, diagnostics: str, *, thresholds: dict, ci_prob: float, strict: bool) -> None:
+def main(trace: str, summary: str, diagnostics: str, *, thresholds: dict, ci_prob: float, strict: bool, threads: int = 1) -> None:
     trace_path = trace
     trace = read_datatree(trace_path, rule_hint="sample")
     bad = nonfinite_variables(trace)
     if bad:
         raise UserError(f"{trace_path}: non-finite values in {', '.join(bad)}; the fit cannot be used")
-    table = summarise(trace, ci_prob)
+    table = summarise(trace, ci_prob, threads)
     report = check(trace, table, thresholds)
     for problem in report["problems"]:
         log.warning("%s: %s", trace_path, problem)

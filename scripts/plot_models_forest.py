@@ -1,31 +1,54 @@
-"""One forest plot comparing every model's success probability per group.
+"""Every model's success probability per group, in one figure.
 
-A fully pooled theta has no group dimension; it is repeated over the groups so that every
-model gets a line at every group, which is the comparison the reader wants to see.
+Up to `max_groups` groups, one ArviZ forest plot with a line per model at every group (a
+fully pooled theta, which has no group dimension, is repeated over the groups). Beyond,
+one caterpillar panel per model, groups in the same order in every panel (by their raw
+success rate), so that pooling shows as the spread shrinking. Each model's trace is read,
+summarised and let go before the next: memory stays that of one model's theta.
 """
 
+import numpy as np
 
-from common import read_datatree, save_plot_collection
+from common import read_prepared, read_variables, save_figure, save_plot_collection
+from group_figures import caterpillar, interval_summary
 
 
-def theta_by_group(trace, groups):
-    import xarray as xr
-
-    theta = trace["posterior"]["theta"]
+def theta_by_group(theta, groups):
     if "group" not in theta.dims:
         theta = theta.expand_dims(group=groups)
-    return xr.DataTree.from_dict({"/posterior": theta.to_dataset()})
+    return theta
 
 
-def main(traces: list[str], figure: str, *, models: list[str], ci_prob: float) -> None:
-    trace_paths, model_names, output = traces, models, figure
+def main(data: str, traces: list[str], figure: str, *, models: list[str], ci_prob: float, max_groups: int) -> None:
     import arviz as az
     import matplotlib
 
     matplotlib.use("Agg")
-    traces = [read_datatree(path, rule_hint="sample") for path in trace_paths]
-    groups = traces[0]["observed_data"]["group"].values
-    per_model = {name: theta_by_group(trace, groups) for name, trace in zip(model_names, traces)}
-    collection = az.plot_forest(per_model, var_names=["theta"], combined=True, ci_probs=[0.5, ci_prob])
-    collection.add_legend("model")
-    save_plot_collection(collection, output)
+    import matplotlib.pyplot as plt
+    import xarray as xr
+
+    table = read_prepared(data)
+    groups = table["group"].tolist()
+    if len(groups) <= max_groups:
+        per_model = {
+            name: xr.DataTree.from_dict({"/posterior": theta_by_group(read_variables(path, "posterior", ["theta"])["theta"], groups).to_dataset()})
+            for name, path in zip(models, traces)
+        }
+        collection = az.plot_forest(per_model, var_names=["theta"], combined=True, ci_probs=[0.5, ci_prob])
+        collection.add_legend("model")
+        save_plot_collection(collection, figure)
+        return
+    order = np.argsort((table["successes"] / table["trials"]).to_numpy(), kind="stable")
+    fig, axes = plt.subplots(len(models), 1, figsize=(8, 2.2 * len(models)), sharex=True, sharey=True, squeeze=False)
+    for index, (name, path) in enumerate(zip(models, traces)):
+        theta = theta_by_group(read_variables(path, "posterior", ["theta"])["theta"], groups).transpose("chain", "draw", "group")
+        means, low, high = interval_summary(theta.values, ci_prob)
+        del theta
+        axis = axes[index, 0]
+        caterpillar(axis, means, low, high, color=f"C{index}", order=order)
+        axis.set_ylabel(name, fontsize=8)
+        axis.set_ylim(-0.02, 1.02)
+    axes[-1, 0].set_xlabel("groups, sorted by their raw success rate")
+    fig.suptitle(f"theta per group ({len(groups):,} groups): posterior mean and {ci_prob:.0%} interval", fontsize=10)
+    save_figure(fig, figure, dpi=100)
+    plt.close(fig)

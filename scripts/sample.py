@@ -1,7 +1,15 @@
 """Fit one model to one prepared data set and write its trace as ArviZ NetCDF.
 
-The trace carries what is needed to reproduce it: the seed, the sampler and its settings,
-the SHA-256 of the data and of the model file, and the versions of the numerical stack.
+Two methods, chosen per model (`models.NAME.method`): `nuts` samples the model file's
+`build(data)` with NUTS; `collapsed` samples its `build_collapsed(data)`, in which
+conjugate parameters are integrated out, and then draws those exactly with its
+`complete()`. Either way the trace holds the same variables under the same names, so
+every later step reads it alike. `auto` (the default) is `collapsed` where the model file
+defines it.
+
+The trace carries what is needed to reproduce it: the seed, the method, the sampler and
+its settings, the SHA-256 of the data and of the model file, and the versions of the
+numerical stack.
 """
 
 
@@ -11,7 +19,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from common import load_module, read_prepared, sha256_of, write_datatree
+from common import UserError, load_module, read_prepared, sha256_of, write_datatree
 
 log = logging.getLogger("pipeline.sample")
 
@@ -47,15 +55,74 @@ def draw(model, *, sampler: str, draws: int, tune: int, chains: int, seed: int, 
     made = trace["posterior"].sizes["draw"]
     if made != draws:
         raise RuntimeError(f"the sampler stopped after {made} of {draws} draws")
-    # Pointwise log-likelihood, for PSIS-LOO model comparison.
-    return pm.compute_log_likelihood(trace, model=model, progressbar=False)
+    return trace
 
 
-def provenance(*, dataset: str, model_name: str, data: Path, model_file: Path, seed: int, sampling: dict, settings: dict) -> dict:
+def method_of(module, settings: dict, model_file: str) -> str:
+    wanted = settings.get("method") or "auto"
+    collapsible = hasattr(module, "build_collapsed") and hasattr(module, "complete")
+    if wanted == "auto":
+        return "collapsed" if collapsible else "nuts"
+    if wanted == "collapsed" and not collapsible:
+        raise UserError(f"{model_file}: method collapsed, but the file defines no build_collapsed() and complete()")
+    return wanted
+
+
+def completed(trace, module, model, table, seed: int):
+    """The collapsed sampler's trace with the integrated-out draws and the observed data
+    added: the variables, dims and groups of a NUTS trace of the article's model."""
+    import numpy as np
+    import xarray as xr
+
+    posterior = trace["posterior"].to_dataset()
+    # Its own stream, derived from the job's seed: the conditional draws are reproducible
+    # and independent of the sampler's.
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    added = module.complete(posterior, table, rng)
+    for name, values in added.items():
+        dims = ("chain", "draw", *model.named_vars_to_dims.get(name, ()))
+        posterior[name] = (dims, np.asarray(values))
+    posterior = posterior.assign_coords(group=table["group"].tolist())
+    observed = xr.Dataset(
+        {rv.name: (model.named_vars_to_dims.get(rv.name, ()), np.asarray(model.rvs_to_values[rv].data)) for rv in model.observed_RVs},
+        coords={"group": table["group"].tolist()},
+    )
+    return xr.DataTree.from_dict(
+        {"/posterior": posterior, "/sample_stats": trace["sample_stats"].to_dataset(), "/observed_data": observed},
+        name=None,
+    )
+
+
+def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int, cores: int = 1):
+    """Posterior draws of the model file's model for `table`: (trace, the article's pm.Model).
+
+    The trace has posterior, sample_stats and observed_data; with method collapsed, the
+    integrated-out variables are drawn afterwards (`completed`).
+    """
+    article_model = module.build(table)
+    result = draw(
+        module.build_collapsed(table) if method == "collapsed" else article_model,
+        sampler=sampling["sampler"],
+        draws=sampling["draws"],
+        tune=sampling["tune"],
+        chains=sampling["chains"],
+        seed=seed,
+        cores=cores,
+        target_accept=settings.get("target_accept"),
+    )
+    if method == "collapsed":
+        sampled_attrs = dict(result["posterior"].attrs)
+        result = completed(result, module, article_model, table, seed)
+        result["posterior"].attrs.update(sampled_attrs)
+    return result, article_model
+
+
+def provenance(*, dataset: str, model_name: str, data: Path, model_file: Path, seed: int, sampling: dict, settings: dict, method: str) -> dict:
     attrs = {
         "pipeline_dataset": dataset,
         "pipeline_model": model_name,
         "pipeline_seed": seed,
+        "pipeline_method": method,
         "pipeline_sampler": sampling["sampler"],
         "pipeline_sampling": json.dumps(sampling, sort_keys=True),
         "pipeline_model_settings": json.dumps(settings, sort_keys=True),
@@ -79,20 +146,16 @@ def main(
     seed: int,
     threads: int = 1,
 ) -> None:
+    import pymc as pm
+
     table = read_prepared(data)
-    built = load_module(model_file).build(table)
+    module = load_module(model_file)
+    method = method_of(module, settings, model_file)
     started = time.perf_counter()
-    result = draw(
-        built,
-        sampler=sampling["sampler"],
-        draws=sampling["draws"],
-        tune=sampling["tune"],
-        chains=sampling["chains"],
-        seed=seed,
-        cores=threads,
-        target_accept=settings.get("target_accept"),
-    )
-    log.info("sampled %s/%s in %.2f s", dataset, model, time.perf_counter() - started)
+    result, article_model = fit(module, table, method=method, sampling=sampling, settings=settings, seed=seed, cores=threads)
+    # Pointwise log-likelihood of the article's model (theta given), as in a NUTS trace.
+    result = pm.compute_log_likelihood(result, model=article_model, progressbar=False)
+    log.info("sampled %s/%s (%s) in %.2f s", dataset, model, method, time.perf_counter() - started)
     result.attrs.update(
         provenance(
             dataset=dataset,
@@ -102,6 +165,7 @@ def main(
             seed=seed,
             sampling=sampling,
             settings=settings,
+            method=method,
         )
     )
     write_datatree(result, trace)

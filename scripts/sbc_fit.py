@@ -6,6 +6,12 @@ value among the posterior draws, for every scalar parameter and every group's th
 the sampler and the model code are right, each rank is uniform on 0..L (L posterior
 draws kept). Writes the ranks (one row per simulation) and a table with, per parameter,
 a chi-square test of uniformity over `bins` equal bins.
+
+Every simulation has the same design (groups and trials), so with nutpie the model is
+compiled once and each simulation's successes are swapped into it (`with_data`): the
+article's model with its observed values made a shared variable (`pm.observe`), or the
+collapsed model's data containers. SBC checks the method that `sample` uses, collapsed
+or NUTS.
 """
 
 import logging
@@ -37,18 +43,68 @@ def parameter_names(model) -> list[str]:
     return names + ([] if "theta" in names else ["theta"])
 
 
-def ranks_of_one(module, table, truth: dict, simulated_successes, *, sampling: dict, seed: int, thin: int) -> dict:
-    import pymc as pm
+class Fitter:
+    """Posterior draws for simulated data sets of one design, compiling the model once."""
 
+    def __init__(self, module, table, *, method: str, sampler: str, sampling: dict, target_accept):
+        self.module, self.method, self.sampler = module, method, sampler
+        self.sampling, self.target_accept = sampling, target_accept
+        if sampler != "nutpie":
+            return
+        import nutpie
+        import nutpie_callbacks
+        import pymc as pm
+        import pytensor
+
+        nutpie_callbacks.install()
+        if method == "collapsed":
+            model = module.build_collapsed(table)
+        else:
+            article = module.build(table)
+            swapped = {rv.name: pytensor.shared(np.asarray(article.rvs_to_values[rv].data), name=f"simulated_{rv.name}")
+                       for rv in article.observed_RVs}
+            model = pm.observe(article, swapped)
+        self.compiled = nutpie.compile_pymc_model(model)
+        self.shapes = {key: value.shape for key, value in self.data_of(table).items()}
+
+    def data_of(self, table) -> dict:
+        if self.method == "collapsed":
+            return self.module.collapsed_data(table)
+        return {"simulated_y": table["successes"].to_numpy()}
+
+    def posterior(self, table, seed: int):
+        import pymc as pm
+
+        options = {"target_accept": self.target_accept} if self.target_accept else {}
+        if self.sampler == "nutpie":
+            import nutpie
+
+            data = self.data_of(table)
+            if {key: value.shape for key, value in data.items()} == self.shapes:
+                compiled = self.compiled.with_data(**data)
+            else:  # another shape (the collapsed model's distinct pairs): compile anew
+                compiled = nutpie.compile_pymc_model(self.module.build_collapsed(table))
+            trace = nutpie.sample(compiled, draws=self.sampling["draws"], tune=self.sampling["tune"],
+                                  chains=self.sampling["chains"], cores=1, seed=seed, progress_bar=False, **options)
+        else:
+            model = self.module.build_collapsed(table) if self.method == "collapsed" else self.module.build(table)
+            trace = pm.sample(model=model, draws=self.sampling["draws"], tune=self.sampling["tune"],
+                              chains=self.sampling["chains"], cores=1, random_seed=seed, nuts_sampler=self.sampler,
+                              progressbar=False, **options)
+        posterior = trace["posterior"].to_dataset()
+        if self.method == "collapsed":
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+            for name, values in self.module.complete(posterior, table, rng).items():
+                dims = ("chain", "draw", "group")[: np.ndim(values)]
+                posterior[name] = (dims, np.asarray(values))
+            posterior = posterior.assign_coords(group=table["group"].tolist())
+        return posterior
+
+
+def ranks_of_one(fitter, table, truth: dict, simulated_successes, *, names, seed: int, thin: int) -> dict:
     data = table.assign(successes=np.asarray(simulated_successes, dtype="int64"))
-    model = module.build(data)
-    trace = pm.sample(
-        model=model, draws=sampling["draws"], tune=sampling["tune"], chains=sampling["chains"], cores=1,
-        random_seed=seed, nuts_sampler=sampling["sampler"], progressbar=False,
-        **({"target_accept": sampling["target_accept"]} if sampling.get("target_accept") else {}),
-    )
-    posterior = trace["posterior"].to_dataset().isel(draw=slice(None, None, thin))
-    draws = flatten(posterior, parameter_names(model))
+    posterior = fitter.posterior(data, seed).isel(draw=slice(None, None, thin))
+    draws = flatten(posterior, names)
     return {name: int((values < truth[name]).sum()) for name, values in draws.items()}
 
 
@@ -68,33 +124,32 @@ def uniformity_test(ranks, max_rank: int, bins: int):
 
 
 def main(data: str, model_file: str, ranks: str, uniformity: str, *, settings: dict, sbc: dict, sampler: str, seed: int) -> None:
-    ranks_path, uniformity_path = ranks, uniformity
     import pandas as pd
     import pymc as pm
 
-    if sampler == "nutpie":
-        import nutpie_callbacks
+    import sample
 
-        nutpie_callbacks.install()
     table = read_prepared(data)
     module = load_module(model_file)
     model = module.build(table)
+    method = sample.method_of(module, settings, model_file)
     prior = pm.sample_prior_predictive(draws=sbc["simulations"], model=model, random_seed=seed)
-    truths = flatten(prior["prior"].to_dataset(), parameter_names(model))
+    names = parameter_names(model)
+    truths = flatten(prior["prior"].to_dataset(), names)
     simulated = prior["prior_predictive"]["y"].values.reshape(sbc["simulations"], len(table))
-    sampling = {"draws": sbc["draws"], "tune": sbc["tune"], "chains": sbc["chains"], "sampler": sampler,
-                "target_accept": settings.get("target_accept")}
+    sampling = {"draws": sbc["draws"], "tune": sbc["tune"], "chains": sbc["chains"]}
+    fitter = Fitter(module, table, method=method, sampler=sampler, sampling=sampling, target_accept=settings.get("target_accept"))
     rows = []
     for index in range(sbc["simulations"]):
         truth = {name: values.reshape(-1)[index] for name, values in truths.items()}
-        rows.append(ranks_of_one(module, table, truth, simulated[index], sampling=sampling, seed=seed + 1 + index, thin=sbc["thin"]))
+        rows.append(ranks_of_one(fitter, table, truth, simulated[index], names=names, seed=seed + 1 + index, thin=sbc["thin"]))
         log.info("simulation %d of %d fitted", index + 1, sbc["simulations"])
-    ranks = pd.DataFrame(rows)
+    table_of_ranks = pd.DataFrame(rows)
     max_rank = len(range(0, sbc["draws"], sbc["thin"])) * sbc["chains"]
-    result = uniformity_test(ranks, max_rank, sbc["bins"])
+    result = uniformity_test(table_of_ranks, max_rank, sbc["bins"])
     worst = result.loc[result["p_value"].idxmin()]
     log.info("smallest uniformity p-value: %.3g (%s)", worst["p_value"], worst["parameter"])
-    with atomic_path(ranks_path) as tmp:
-        ranks.to_csv(tmp, index_label="simulation")
-    with atomic_path(uniformity_path) as tmp:
+    with atomic_path(ranks) as tmp:
+        table_of_ranks.to_csv(tmp, index_label="simulation")
+    with atomic_path(uniformity) as tmp:
         result.to_csv(tmp, index=False)

@@ -119,6 +119,26 @@ def spacex_traces(spacex_prepared, tmp_path_factory):
     return traces
 
 
+K_THRESHOLD = 0.7
+
+
+@pytest.fixture(scope="session")
+def cross_validated(spacex_traces, spacex_prepared, tmp_path_factory):
+    """Leave-one-group-out results (scripts/loo.py) of every SpaceX trace: name -> Dataset."""
+    import loo
+    from common import read_datatree
+
+    out = tmp_path_factory.mktemp("loo")
+    results = {}
+    for name, trace in spacex_traces.items():
+        path = out / f"{name}.nc"
+        loo.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{name}.py"), str(trace), str(path),
+                 sampling=SAMPLING, settings={"target_accept": TARGET_ACCEPT[name]}, seed=21,
+                 k_threshold=K_THRESHOLD, max_refits=10)
+        results[name] = (path, read_datatree(path)["loo"].to_dataset())
+    return results
+
+
 def planned_outputs(workdir: Path, *args: str) -> set[str]:
     """What a dry run would make: every output of every job but `all`."""
     result = run_snakemake(workdir, "--dry-run", *args)

@@ -23,18 +23,41 @@ def full_pooling(trials, successes):
     return beta_moments(0.5 + np.sum(successes), 0.5 + np.sum(trials - successes))
 
 
+def hierarchical_grid(trials, successes, sigma=10.0, points=1200, lower=-12.0, upper=5.5):
+    """(alpha, beta, normalised posterior weights) on a grid over (log alpha, log beta).
+
+    With many groups the posterior is narrow: a first pass on the given range finds it, a
+    second pass spans it (+- 8 of its sds) with the same number of points.
+    """
+    trials, successes = np.asarray(trials), np.asarray(successes)
+    # Every group enters through sum_j log BetaBinomial(y_j | n_j, a, b); identical groups
+    # once, with their count.
+    pairs, counts = np.unique(np.stack([trials, successes]), axis=1, return_counts=True)
+
+    def weights_on(log_a_range, log_b_range):
+        log_a, log_b = np.meshgrid(np.linspace(*log_a_range, points), np.linspace(*log_b_range, points), indexing="ij")
+        a, b = np.exp(log_a), np.exp(log_b)
+        prior = stats.halfnorm(scale=sigma)
+        # Priors on alpha, beta plus the Jacobian of the log transform (da = a d(log a)).
+        log_density = prior.logpdf(a) + log_a + prior.logpdf(b) + log_b
+        for (n, y), count in zip(pairs.T, counts):
+            log_density += count * (special.betaln(a + y, b + n - y) - special.betaln(a, b))
+        weights = np.exp(log_density - log_density.max())
+        return log_a, log_b, weights / weights.sum()
+
+    log_a, log_b, weights = weights_on((lower, upper), (lower, upper))
+    spans = []
+    for values in (log_a, log_b):
+        mean = np.sum(weights * values)
+        sd = np.sqrt(np.sum(weights * (values - mean) ** 2))
+        spans.append((max(lower, mean - 8 * sd), min(upper, mean + 8 * sd)))
+    log_a, log_b, weights = weights_on(*spans)
+    return np.exp(log_a), np.exp(log_b), weights
+
+
 def hierarchical(trials, successes, sigma=10.0, points=1200, lower=-12.0, upper=5.5):
     """Posterior means and sds of alpha, beta, mu and each theta_j."""
-    grid = np.linspace(lower, upper, points)
-    log_a, log_b = np.meshgrid(grid, grid, indexing="ij")
-    a, b = np.exp(log_a), np.exp(log_b)
-    prior = stats.halfnorm(scale=sigma)
-    # Priors on alpha, beta plus the Jacobian of the log transform (da = a d(log a)).
-    log_density = prior.logpdf(a) + log_a + prior.logpdf(b) + log_b
-    for n, y in zip(trials, successes):
-        log_density += special.betaln(a + y, b + n - y) - special.betaln(a, b)
-    weights = np.exp(log_density - log_density.max())
-    weights /= weights.sum()
+    a, b, weights = hierarchical_grid(trials, successes, sigma, points, lower, upper)
 
     def moments(values):
         mean = np.sum(weights * values)
@@ -50,6 +73,27 @@ def hierarchical(trials, successes, sigma=10.0, points=1200, lower=-12.0, upper=
         theta.append((mean, np.sqrt(second - mean**2)))
     result["theta"] = (np.array([m for m, _ in theta]), np.array([s for _, s in theta]))
     return result
+
+
+def hierarchical_loo(trials, successes, j, **grid):
+    """log p(y_j | y_-j) of the hierarchical model: the Beta-Binomial likelihood of group j
+    averaged over the posterior of (alpha, beta) given the other groups."""
+    keep = np.arange(len(trials)) != j
+    a, b, weights = hierarchical_grid(np.asarray(trials)[keep], np.asarray(successes)[keep], **grid)
+    return np.log(np.sum(weights * stats.betabinom.pmf(successes[j], trials[j], a, b)))
+
+
+def no_pooling_loo(trials, successes):
+    """log p(y_j | y_-j) with no pooling: the other groups say nothing; the prior predictive."""
+    return stats.betabinom.logpmf(successes, trials, 0.5, 0.5)
+
+
+def full_pooling_loo(trials, successes):
+    """log p(y_j | y_-j) with full pooling: Beta-Binomial under the others' Beta posterior."""
+    trials, successes = np.asarray(trials), np.asarray(successes)
+    a = 0.5 + successes.sum() - successes
+    b = 0.5 + (trials - successes).sum() - (trials - successes)
+    return stats.betabinom.logpmf(successes, trials, a, b)
 
 
 def hierarchical_logit(trials, successes, sigma_m=1.5, sigma_s=1.5, points=300, nodes=60):

@@ -20,10 +20,10 @@ def test_harness_writes_table_markdown_and_plot(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "latest.csv").open()))
     assert [r["what"] for r in rows] == [
-        f"{model}, 4 groups: {what}" for model in ("hierarchical", "hierarchical_logit") for what in ("sample job", "to diagnostics")
+        "hierarchical, 4 groups: every output, end to end", "4 groups: slowest step", "4 groups: largest peak RSS of a step",
     ]
     assert all(float(r["value"]) > 0 and r["machine"] and "pymc=" in r["versions"] for r in rows)
     assert "max R-hat" in rows[0]["note"]
-    assert "| groups | hierarchical, 4 groups: sample job |" in (tmp_path / "latest.md").read_text()
+    assert "| groups | hierarchical, 4 groups: every output, end to end |" in (tmp_path / "latest.md").read_text()
     assert (tmp_path / "latest.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "partial.csv").exists()

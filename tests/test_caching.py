@@ -107,7 +107,7 @@ def test_model_setting_on_command_line_reruns_only_its_branch_for_real(project):
     assert fingerprints(others) == before
     assert all(p.stat().st_mtime_ns > old_times[p] for p in changed)
     assert "rule sample:" in result.stdout + result.stderr
-    assert read_datatree(changed[0]).attrs["pipeline_model_settings"] == '{"target_accept": 0.9}'
+    assert read_datatree(changed[0]).attrs["pipeline_model_settings"] == '{"method": "collapsed", "target_accept": 0.9}'
     # Back to the config file's setting: the branch reruns once more, nothing else.
     run_snakemake(project)
     assert fingerprints(others) == before

@@ -39,8 +39,8 @@ def test_histogram_mode_of_a_beta_sample_is_near_its_mode():
 @pytest.mark.parametrize("model", ["no_pooling", "full_pooling", "hierarchical", "hierarchical_logit"])
 def test_per_model_figures(model, spacex_traces, spacex_prepared, tmp_path):
     trace = str(spacex_traces[model])
-    plot_trace.main(trace, str(tmp_path / "trace.png"))
-    plot_forest.main(trace, str(tmp_path / "forest.png"), ci_prob=0.94)
+    plot_trace.main(trace, str(tmp_path / "trace.png"), max_groups=30)
+    plot_forest.main(trace, str(tmp_path / "forest.png"), ci_prob=0.94, max_groups=30)
     prediction = tmp_path / "new_group.nc"
     predict.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{model}.py"), trace, str(prediction), new_trials=10, seed=1)
     plot_new_group.main(str(prediction), str(tmp_path / "new_group.png"), ci_prob=0.94)
@@ -57,10 +57,11 @@ def test_population_mean_figure_marks_the_map(spacex_traces, tmp_path):
     assert_png(output)
 
 
-def test_models_forest_puts_all_models_in_one_figure(spacex_traces, tmp_path):
+def test_models_forest_puts_all_models_in_one_figure(spacex_traces, spacex_prepared, tmp_path):
     output = tmp_path / "forest_models.png"
     names = list(spacex_traces)
-    plot_models_forest.main([str(spacex_traces[n]) for n in names], str(output), models=names, ci_prob=0.94)
+    plot_models_forest.main(str(spacex_prepared), [str(spacex_traces[n]) for n in names], str(output), models=names,
+                            ci_prob=0.94, max_groups=30)
     assert_png(output, min_width=600)
 
 
@@ -68,8 +69,7 @@ def test_pooled_theta_is_repeated_over_groups(spacex_traces):
     from common import read_datatree
 
     trace = read_datatree(spacex_traces["full_pooling"])
-    tree = plot_models_forest.theta_by_group(trace, ["a", "b", "c", "d"])
-    theta = tree["posterior"]["theta"]
+    theta = plot_models_forest.theta_by_group(trace["posterior"]["theta"], ["a", "b", "c", "d"])
     assert theta.sizes["group"] == 4
     np.testing.assert_array_equal(theta.sel(group="a").values, theta.sel(group="d").values)
 
@@ -95,3 +95,62 @@ def test_shrinkage_plots_every_model_and_orders_the_pooling(spacex_traces, space
     output = tmp_path / "shrinkage.png"
     plot_shrinkage.main(str(spacex_prepared), [str(p) for p in spacex_traces.values()], str(output), models=list(spacex_traces))
     assert_png(output)
+
+
+@pytest.fixture(scope="module")
+def many_groups(tmp_path_factory):
+    """A trace and its checks with 400 groups, written as the workflow writes them."""
+    import xarray as xr
+
+    from common import write_datatree
+
+    rng = np.random.default_rng(4)
+    groups = [f"g{i:03d}" for i in range(400)]
+    folder = tmp_path_factory.mktemp("many")
+    theta = rng.beta(8, 2, size=(2, 300, 400))
+    posterior = xr.Dataset(
+        {"alpha": (("chain", "draw"), rng.gamma(8, size=(2, 300))), "beta": (("chain", "draw"), rng.gamma(2, size=(2, 300))),
+         "theta": (("chain", "draw", "group"), theta)},
+        coords={"group": groups},
+    )
+    write_datatree(xr.DataTree.from_dict({"/posterior": posterior}), folder / "trace.nc")
+    trials = rng.integers(5, 300, size=400)
+    observed = rng.binomial(trials, theta.mean(axis=(0, 1)))
+    y_rep = rng.binomial(trials, theta)
+    write_datatree(xr.DataTree.from_dict({"/posterior_predictive": xr.Dataset({"y": (("chain", "draw", "group"), y_rep)}, coords={"group": groups})}), folder / "ppc.nc")
+    import pandas as pd
+
+    pd.DataFrame({"group": groups, "trials": trials, "observed": observed, "p_greater_equal": (y_rep >= observed).mean(axis=(0, 1)),
+                  "p_less_equal": (y_rep <= observed).mean(axis=(0, 1))}).to_csv(folder / "pvalues.csv", index=False)
+    pd.DataFrame({"group": groups, "trials": trials, "successes": observed}).to_csv(folder / "data.csv", index=False)
+    return folder
+
+
+def test_figures_of_many_groups_summarise(many_groups, tmp_path):
+    """Above max_groups: a caterpillar instead of a forest row per group, the population and
+    the extreme groups instead of a trace panel per group, the worst groups of the PPC."""
+    import time
+
+    import plot_ppc
+
+    started = time.perf_counter()
+    plot_trace.main(str(many_groups / "trace.nc"), str(tmp_path / "trace.png"), max_groups=30)
+    plot_forest.main(str(many_groups / "trace.nc"), str(tmp_path / "forest.png"), ci_prob=0.94, max_groups=30)
+    plot_models_forest.main(str(many_groups / "data.csv"), [str(many_groups / "trace.nc")] * 2, str(tmp_path / "models.png"),
+                            models=["a", "b"], ci_prob=0.94, max_groups=30)
+    plot_ppc.main(str(many_groups / "ppc.nc"), str(many_groups / "pvalues.csv"), str(tmp_path / "ppc.png"), ci_prob=0.94, max_groups=30)
+    for name in ("trace.png", "forest.png", "models.png", "ppc.png"):
+        assert_png(tmp_path / name)
+    import matplotlib.image
+
+    # A trace plot of 400 groups would be 400 panels tall; this one has the population's two
+    # and the six extreme groups.
+    assert matplotlib.image.imread(tmp_path / "trace.png").shape[0] < 3000
+    assert time.perf_counter() - started < 60
+
+
+def test_extreme_groups_are_the_lowest_and_highest():
+    from group_figures import extreme_groups
+
+    means = np.array([0.5, 0.1, 0.9, 0.3, 0.95, 0.05, 0.6, 0.7])
+    assert extreme_groups(means, list("abcdefgh"), count=2) == ["f", "b", "c", "e"]

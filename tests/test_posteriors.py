@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import exact
 import sample
@@ -95,3 +96,69 @@ def test_trace_groups_dims_and_provenance(spacex_traces, spacex_prepared):
     assert int(attrs["pipeline_seed"]) == 1002
     for package in ("pymc", "pytensor", "arviz", "nutpie", "numpy"):
         assert attrs[f"version_{package}"]
+
+
+def fit_hierarchical(data_path, tmp_path, *, method, sampling, seed):
+    path = tmp_path / f"{method}.nc"
+    sample.main(
+        str(data_path), str(ROOT / "scripts" / "models" / "hierarchical.py"), str(path),
+        dataset="test", model="hierarchical", sampling=sampling, settings={"target_accept": 0.95, "method": method},
+        seed=seed, threads=2,
+    )
+    trace = read_datatree(path)
+    assert trace.attrs["pipeline_method"] == method
+    return trace
+
+
+def test_the_articles_nuts_still_matches_numerical_integration(spacex_prepared, data, tmp_path):
+    """method: nuts samples the article's model as written, funnel and all."""
+    trace = fit_hierarchical(spacex_prepared, tmp_path, method="nuts", sampling=SAMPLING, seed=11)
+    summary = summarise(trace, 0.94)
+    reference = exact.hierarchical(*data)
+    for name in ("alpha", "beta", "mu"):
+        assert_close(summary, name, *reference[name])
+    for parameter, mean, sd in zip(parameters(summary, "theta"), *reference["theta"], strict=True):
+        assert_close(summary, parameter, mean, sd)
+
+
+def test_collapsed_trace_has_the_shape_and_names_of_a_nuts_trace(spacex_traces, spacex_prepared, tmp_path):
+    collapsed = read_datatree(spacex_traces["hierarchical"])
+    nuts = fit_hierarchical(spacex_prepared, tmp_path, method="nuts", sampling={**SAMPLING, "draws": 100, "tune": 100}, seed=3)
+    assert collapsed.attrs["pipeline_method"] == "collapsed"
+    for group in ("posterior", "log_likelihood", "observed_data"):
+        assert {n: v.dims for n, v in collapsed[group].data_vars.items()} == {n: v.dims for n, v in nuts[group].data_vars.items()}, group
+    assert list(collapsed["posterior"]["group"].values) == list(nuts["posterior"]["group"].values)
+    # No funnel, no divergences.
+    assert int(collapsed["sample_stats"]["diverging"].sum()) == 0
+
+
+@pytest.fixture(scope="module")
+def thousand_groups(tmp_path_factory):
+    """1,000 simulated groups; trials of a few sizes, so that quadrature stays quick."""
+    import prepare_data
+
+    rng = np.random.default_rng(1000)
+    trials = rng.choice([5, 20, 60, 150], size=1000)
+    successes = rng.binomial(trials, rng.beta(6, 2, size=1000))
+    folder = tmp_path_factory.mktemp("thousand")
+    (folder / "raw.csv").write_text("group,trials,successes\n" + "".join(f"g{i},{n},{y}\n" for i, (n, y) in enumerate(zip(trials, successes))))
+    prepare_data.main(str(folder / "raw.csv"), str(folder / "data.csv"), group="group", trials="trials", successes="successes")
+    return folder / "data.csv", trials, successes
+
+
+@pytest.mark.parametrize("method,draws", [("collapsed", 1000), ("nuts", 500)])
+def test_both_methods_match_numerical_integration_at_1000_groups(thousand_groups, tmp_path, method, draws):
+    path, trials, successes = thousand_groups
+    trace = fit_hierarchical(path, tmp_path, method=method, sampling={**SAMPLING, "draws": draws, "tune": draws}, seed=7)
+    posterior = trace["posterior"]
+    subset = xr_subset(posterior, [f"g{i}" for i in range(0, 1000, 100)])
+    summary = summarise(xr.DataTree.from_dict({"/posterior": subset}), 0.94)
+    reference = exact.hierarchical(trials, successes, points=400)
+    for name in ("alpha", "beta", "mu"):
+        assert_close(summary, name, *reference[name])
+    for index, parameter in zip(range(0, 1000, 100), parameters(summary, "theta"), strict=True):
+        assert_close(summary, parameter, reference["theta"][0][index], reference["theta"][1][index])
+
+
+def xr_subset(posterior, groups):
+    return posterior.to_dataset().sel(group=groups)

@@ -61,5 +61,6 @@ def test_pvalues_table(checks, spacex_prepared):
 
 def test_ppc_plot(checks, tmp_path):
     output = tmp_path / "ppc.png"
-    plot_ppc.main(str(checks["full_pooling"][0]), str(output), ci_prob=0.94)
+    replicated = checks["full_pooling"][0]
+    plot_ppc.main(str(replicated), str(replicated.with_suffix(".csv")), str(output), ci_prob=0.94, max_groups=30)
     assert_png(output)

@@ -124,6 +124,17 @@ def sampling_under_way(workdir):
     return bool(done) and bool(started)
 
 
+def recorded_complete(workdir, path):
+    """Snakemake has recorded the job that wrote `path` as finished: it has removed the
+    marker it writes, under .snakemake/incomplete/, when the job starts. A file can exist
+    before that (the step renamed it into place; Snakemake has not yet processed the
+    job's end), and then a killed run's output is rightly redone by --rerun-incomplete."""
+    from base64 import urlsafe_b64encode
+
+    relative = path.relative_to(workdir).as_posix()
+    return not (workdir / ".snakemake" / "incomplete" / urlsafe_b64encode(relative.encode()).decode()).exists()
+
+
 def assert_every_trace_is_whole(workdir):
     for trace in (workdir / "results").rglob("trace.nc"):
         posterior = read_datatree(trace)["posterior"]
@@ -145,7 +156,9 @@ def test_interrupted_sampling_leaves_nothing_that_looks_finished(tmp_path, how):
     process = start_snakemake(workdir)
     wait_for(lambda: sampling_under_way(workdir), 240, "a sampling job to start")
     time.sleep(1.5)
-    finished_before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (workdir / "results").rglob("trace.nc")}
+    finished_before = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (workdir / "results").rglob("trace.nc") if recorded_complete(workdir, p)
+    }
     assert worker_processes(workdir / "scripts")  # the steps run in the warm worker
     if how == "Ctrl-C":
         os.killpg(process.pid, signal.SIGINT)

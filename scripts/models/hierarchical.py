@@ -5,15 +5,25 @@
     theta_j     ~ Beta(alpha, beta)
     y_j         ~ Binomial(n_j, theta_j)
 
-See no_pooling.py for what a model file defines.
+Beta is conjugate to the Binomial, so each theta_j integrates out in closed form:
+
+    y_j | alpha, beta        ~ BetaBinomial(n_j, alpha, beta)
+    theta_j | alpha, beta, y ~ Beta(alpha + y_j, beta + n_j - y_j)
+
+The collapsed sampler (`models.hierarchical.method: collapsed`, the default) samples
+(alpha, beta) from their marginal posterior and then draws every theta_j exactly from its
+conditional: the same posterior as the article's, without its funnel. See no_pooling.py
+for what a model file defines.
 """
 
+import numpy as np
 import pymc as pm
 
 POPULATION_MEAN = "mu"
 
 
 def build(data):
+    """The article's model: what the graph shows and what NUTS samples with method: nuts."""
     with pm.Model(coords={"group": data["group"].tolist()}) as model:
         alpha = pm.HalfNormal("alpha", sigma=10)
         beta = pm.HalfNormal("beta", sigma=10)
@@ -26,3 +36,129 @@ def build(data):
 def new_group(model):
     # A new launcher is one more draw from the fitted population, as in the article.
     return pm.Beta("theta_new", alpha=model["alpha"], beta=model["beta"])
+
+
+# --------------------------------------------------------------------------------------
+# Collapsed form: theta integrated out
+
+
+def build_collapsed(data):
+    """(alpha, beta) with every theta_j integrated out: the Beta-Binomial marginal likelihood.
+
+    The data enter as `pm.Data` (`collapsed_data`), so that a compiled model can take
+    another data set of the same design (simulation-based calibration).
+    """
+    with pm.Model(coords={"group": data["group"].tolist()}) as model:
+        alpha = pm.HalfNormal("alpha", sigma=10)
+        beta = pm.HalfNormal("beta", sigma=10)
+        counts = {name: pm.Data(name, values) for name, values in collapsed_data(data).items()}
+        pm.Potential("y_marginal", betabinomial_loglik(alpha, beta, counts))
+    return model
+
+
+def collapsed_data(data):
+    """What the marginal likelihood needs of the data, in one of two forms (see
+    `betabinomial_loglik`); shapes depend on the trials only, not on the successes."""
+    trials = data["trials"].to_numpy().astype("int64")
+    successes = data["successes"].to_numpy().astype("int64")
+    if histogram_is_cheaper(trials, successes):
+        length = int(trials.max())
+        return {
+            "successes_above": counts_above(successes, length),
+            "failures_above": counts_above(trials - successes, length),
+            "trials_above": counts_above(trials, length),
+        }
+    pairs, weight = np.unique(np.stack([trials, successes]), axis=1, return_counts=True)
+    return {"pair_trials": pairs[0].astype("float64"), "pair_successes": pairs[1].astype("float64"), "pair_weight": weight.astype("float64")}
+
+
+def complete(posterior, data, rng):
+    """The draws the collapsed sampler integrated out: mu, and theta_j ~ Beta(alpha + y_j,
+    beta + n_j - y_j) for every posterior draw (exact, no Markov chain)."""
+    alpha = posterior["alpha"].values[..., None]
+    beta = posterior["beta"].values[..., None]
+    n, y = data["trials"].to_numpy(), data["successes"].to_numpy()
+    return {
+        "mu": (posterior["alpha"] / (posterior["alpha"] + posterior["beta"])).values,
+        "theta": rng.beta(alpha + y, beta + n - y),
+    }
+
+
+def group_log_likelihood(posterior, data):
+    """log p(y_j | alpha, beta), theta_j integrated out, per draw and group: the likelihood of
+    a left-out group, for leave-one-group-out cross-validation.
+
+    log BetaBinomial(y | n, a, b) = log C(n, y) + [lgamma(y + a) - lgamma(a)]
+        + [lgamma(n - y + b) - lgamma(b)] - [lgamma(n + a + b) - lgamma(a + b)],
+    and lgamma(x + c) - lgamma(c) = sum_{k < x} log(c + k) for whole x: one table of those
+    sums per draw, read at every group's counts (40 million values in 1-2 s, against 15 s
+    through scipy.stats). Counts in the millions: betaln directly, in blocks of draws.
+    """
+    from scipy import special
+
+    alpha = posterior["alpha"].values.reshape(-1)
+    beta = posterior["beta"].values.reshape(-1)
+    n = data["trials"].to_numpy().astype("int64")
+    y = data["successes"].to_numpy().astype("int64")
+    # log C(n, y) through betaln, as scipy does: differences of gammaln lose digits at large n.
+    log_choose = -np.log(n + 1.0) - special.betaln(n - y + 1.0, y + 1.0)
+    result = np.empty((alpha.size, n.size))
+    largest = int(n.max())
+    step = max(1, 2_000_000 // max(largest, n.size))
+    for start in range(0, alpha.size, step):
+        a, b = alpha[start : start + step, None], beta[start : start + step, None]
+        if largest <= 100_000:
+            k = np.arange(largest)
+            def rising(c):  # noqa: E306 (sum_{k < x} log(c + k) for x = 0 .. largest)
+                return np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(np.log(c + k), axis=1)], axis=1)
+            block = (np.take_along_axis(rising(a), np.broadcast_to(y, (a.shape[0], y.size)), axis=1)
+                     + np.take_along_axis(rising(b), np.broadcast_to(n - y, (a.shape[0], y.size)), axis=1)
+                     - np.take_along_axis(rising(a + b), np.broadcast_to(n, (a.shape[0], y.size)), axis=1))
+        else:
+            block = special.betaln(y + a, n - y + b) - special.betaln(a, b)
+        result[start : start + step] = log_choose + block
+    return result.reshape(*posterior["alpha"].shape, n.size)
+
+
+def betabinomial_loglik(alpha, beta, counts):
+    """sum_j log BetaBinomial(y_j | n_j, alpha, beta), up to a constant, as a PyTensor graph.
+
+    With f_j = n_j - y_j, the sum is
+        sum_j [lgamma(y_j + a) - lgamma(a)] + [lgamma(f_j + b) - lgamma(b)]
+              - [lgamma(n_j + a + b) - lgamma(a + b)],
+    and for whole numbers sum_j [lgamma(x_j + c) - lgamma(c)] = sum_k h_k log(c + k) with
+    h_k = #{j : x_j > k}. Its cost grows with the largest count, not with the groups: 0.3 s
+    of sampling at a million groups. Counts in the millions make that the wrong trade, and
+    then lgamma runs over the distinct (n_j, y_j) pairs instead (`histogram_is_cheaper`
+    chooses).
+    """
+    import pytensor.tensor as pt
+
+    if "successes_above" in counts:
+        k = pt.arange(counts["trials_above"].shape[0])
+        return (
+            pt.sum(counts["successes_above"] * pt.log(alpha + k))
+            + pt.sum(counts["failures_above"] * pt.log(beta + k))
+            - pt.sum(counts["trials_above"] * pt.log(alpha + beta + k))
+        )
+    n, y = counts["pair_trials"], counts["pair_successes"]
+    return pt.sum(
+        counts["pair_weight"]
+        * (
+            pt.gammaln(y + alpha) - pt.gammaln(alpha)
+            + pt.gammaln(n - y + beta) - pt.gammaln(beta)
+            - pt.gammaln(n + alpha + beta) + pt.gammaln(alpha + beta)
+        )
+    )
+
+
+def counts_above(values, length):
+    """h_k = #{j : values_j > k} for k = 0 .. length - 1."""
+    histogram = np.bincount(values, minlength=length + 1)[: length + 1]
+    return (len(values) - np.cumsum(histogram))[:-1].astype("float64")
+
+
+def histogram_is_cheaper(trials, successes) -> bool:
+    # Three logs per count value, against six lgammas (about five logs each) per pair.
+    distinct = np.unique(np.stack([trials, successes]), axis=1).shape[1]
+    return 3 * int(np.max(trials)) <= 30 * distinct

@@ -34,3 +34,48 @@ def new_group(model):
     # A new group's offset is one more standard-normal draw, scaled by the fitted spread.
     z_new = pm.Normal("z_new", mu=0, sigma=1)
     return pm.Deterministic("theta_new", pm.math.invlogit(model["m"] + model["s"] * z_new))
+
+
+def group_log_likelihood(posterior, data, nodes=25, newton_steps=20):
+    """log p(y_j | m, s) = log E_z[Binomial(y_j | n_j, invlogit(m + s z))], z ~ N(0, 1), per
+    draw and group: the likelihood of a left-out group, for leave-one-group-out
+    cross-validation.
+
+    Adaptive Gauss-Hermite quadrature: the integrand is centred on its mode (Newton's
+    method; it is log-concave) and scaled by its curvature there, so that it stays accurate
+    when a group's trials pin z_j down far more tightly than its prior. Measured against a
+    fine grid (tests/test_loo.py): within 1e-4 for spreads s < 3; up to 0.03 for s > 3 in
+    groups with all successes or all failures, whose integrand is a one-sided plateau.
+    """
+    import numpy as np
+    from scipy import special
+
+    x, w = np.polynomial.hermite.hermgauss(nodes)
+    y, n = data["successes"].to_numpy(), data["trials"].to_numpy()
+    log_choose = special.gammaln(n + 1) - special.gammaln(y + 1) - special.gammaln(n - y + 1)
+    m_all, s_all = posterior["m"].values, posterior["s"].values
+    result = np.empty((*m_all.shape, len(y)))
+    # Draws in chunks: all of them at once would need draws x groups x nodes floats.
+    step = max(1, 2_000_000 // (len(y) * nodes))
+    for chain in range(m_all.shape[0]):
+        for start in range(0, m_all.shape[1], step):
+            m = m_all[chain, start : start + step, None]
+            s = s_all[chain, start : start + step, None]
+            # Start from the group's own rate, shrunk toward the prior by its precision; then
+            # Newton, its steps clipped so that it cannot overshoot on a flat tail.
+            rate = (y + 0.5) / (n + 1)
+            information = (s**2) * n * rate * (1 - rate)
+            z = information / (information + 1) * (special.logit(rate) - m) / s
+            for _ in range(newton_steps):
+                p = special.expit(m + s * z)
+                z = z - np.clip((s * (y - n * p) - z) / (-(s**2) * n * p * (1 - p) - 1), -1, 1)
+            p = special.expit(m + s * z)
+            scale = np.sqrt(2 / ((s**2) * n * p * (1 - p) + 1))
+            points = z[..., None] + scale[..., None] * x
+            eta = m[..., None] + s[..., None] * points
+            log_binomial = -y[:, None] * np.logaddexp(0, -eta) - (n - y)[:, None] * np.logaddexp(0, eta)
+            logs = log_binomial - points**2 / 2 + x**2 + np.log(w)
+            result[chain, start : start + step] = (
+                log_choose + np.log(scale) - 0.5 * np.log(2 * np.pi) + special.logsumexp(logs, axis=-1)
+            )
+    return result

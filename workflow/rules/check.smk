@@ -27,10 +27,12 @@ rule plot_ppc:
     input:
         code=step_code("plot_ppc"),
         replicated="results/{dataset}/{model}/ppc.nc",
+        pvalues="results/{dataset}/{model}/ppc_pvalues.csv",
     output:
         figure=report_figure("results/{dataset}/{model}/ppc.png", "ppc", "Posterior predictive checks"),
     params:
         ci_prob=config["plots"]["ci_prob"],
+        max_groups=config["plots"]["max_groups"],
     log:
         "logs/{dataset}/{model}/plot_ppc.log",
     run:

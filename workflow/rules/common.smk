@@ -34,20 +34,19 @@ worker.claim()
 
 # Inputs are named relative to the working directory: Snakemake records the set of input
 # paths, and absolute ones would make a moved or copied project rerun everything.
-HELPERS = os.path.relpath(SCRIPTS / "common.py")
-NUTPIE_CALLBACKS = os.path.relpath(SCRIPTS / "nutpie_callbacks.py")
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
 
 
-def step_code(step, *extra):
-    """The code a step runs: scripts/<step>.py and the helpers it imports.
+def step_code(step, *helpers):
+    """The code a step runs: scripts/<step>.py, scripts/common.py and the other modules of
+    scripts/ it imports, by name.
 
     They are inputs of the rule, so editing one reruns exactly the jobs that run it
     (Snakemake tracks a run: block's own text, not the modules it calls).
     """
-    return [os.path.relpath(SCRIPTS / f"{step}.py"), HELPERS, *extra]
+    return [os.path.relpath(SCRIPTS / f"{name}.py") for name in (step, "common", *helpers)]
 
 
 def _plain(value):
@@ -119,6 +118,12 @@ def sample_threads(wildcards):
     return sampling["chains"] if work >= 10_000_000 else 1
 
 
+def summary_threads(wildcards):
+    """Two threads for a posterior of millions of values (scripts/mcmc_stats.py), else one."""
+    sampling = config["sampling"]
+    return 2 if sampling["draws"] * sampling["chains"] * group_count(wildcards.dataset) >= 4_000_000 else 1
+
+
 def sample_mem_mb(wildcards, attempt):
     # Posterior, log-likelihood and the copies made while converting and writing them:
     # about ten float64 values per group, draw and chain, on top of PyMC's ~1 GB.
@@ -140,6 +145,7 @@ def job_seed(wildcards, purpose):
 
 PER_MODEL = [
     "trace.nc",
+    "loo.nc",
     "summary.csv",
     "diagnostics.json",
     "new_group.nc",

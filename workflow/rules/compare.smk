@@ -1,8 +1,30 @@
+rule loo:
+    """Leave-one-group-out ELPD of one model: closed form, PSIS, or an exact refit per group."""
+    input:
+        code=step_code("loo", "sample", "predict", "mcmc_stats", "nutpie_callbacks"),
+        data="results/{dataset}/data.csv",
+        model_file=model_path,
+        trace="results/{dataset}/{model}/trace.nc",
+    output:
+        loo="results/{dataset}/{model}/loo.nc",
+    params:
+        # Refits sample like the fit itself: its own settings, the data set's sampling.
+        settings=lambda w: config["models"][w.model],
+        sampling=config["sampling"],
+        seed=lambda w: job_seed(w, "loo"),
+        k_threshold=config["compare"]["pareto_k_threshold"],
+        max_refits=config["compare"]["max_refits"],
+    log:
+        "logs/{dataset}/{model}/loo.log",
+    run:
+        run_step(rule, input, output, params, log)
+
+
 rule compare:
-    """PSIS-LOO of every model of a data set, compared."""
+    """The models of a data set compared by their leave-one-group-out ELPD."""
     input:
         code=step_code("compare"),
-        traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
+        loos=expand("results/{{dataset}}/{model}/loo.nc", model=MODELS),
     output:
         table=report(
             "results/{dataset}/comparison.csv",

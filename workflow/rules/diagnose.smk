@@ -1,7 +1,7 @@
 rule diagnose:
     """R-hat, ESS, MCSE, divergences and BFMI of one trace, checked against thresholds."""
     input:
-        code=step_code("diagnose"),
+        code=step_code("diagnose", "mcmc_stats"),
         trace="results/{dataset}/{model}/trace.nc",
     output:
         summary=report(
@@ -16,7 +16,8 @@ rule diagnose:
         thresholds={k: v for k, v in config["diagnostics"].items() if k != "strict"},
         strict=config["diagnostics"]["strict"],
         ci_prob=config["plots"]["ci_prob"],
+    threads: summary_threads
     log:
         "logs/{dataset}/{model}/diagnose.log",
     run:
-        run_step(rule, input, output, params, log)
+        run_step(rule, input, output, params, log, threads)

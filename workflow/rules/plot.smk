@@ -15,10 +15,12 @@ rule plot_model_graph:
 
 rule plot_trace:
     input:
-        code=step_code("plot_trace"),
+        code=step_code("plot_trace", "group_figures"),
         trace="results/{dataset}/{model}/trace.nc",
     output:
         figure=report_figure("results/{dataset}/{model}/trace.png", "trace", "Traces"),
+    params:
+        max_groups=config["plots"]["max_groups"],
     log:
         "logs/{dataset}/{model}/plot_trace.log",
     run:
@@ -27,12 +29,13 @@ rule plot_trace:
 
 rule plot_forest:
     input:
-        code=step_code("plot_forest"),
+        code=step_code("plot_forest", "group_figures"),
         trace="results/{dataset}/{model}/trace.nc",
     output:
         figure=report_figure("results/{dataset}/{model}/forest.png", "forest", "Success probabilities"),
     params:
         ci_prob=config["plots"]["ci_prob"],
+        max_groups=config["plots"]["max_groups"],
     log:
         "logs/{dataset}/{model}/plot_forest.log",
     run:
@@ -42,13 +45,15 @@ rule plot_forest:
 rule plot_models_forest:
     """Every model's success probabilities side by side, per group."""
     input:
-        code=step_code("plot_models_forest"),
+        code=step_code("plot_models_forest", "group_figures"),
+        data="results/{dataset}/data.csv",
         traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
     output:
         figure=report_figure("results/{dataset}/forest_models.png", "forest_models", "Success probabilities"),
     params:
         models=MODELS,
         ci_prob=config["plots"]["ci_prob"],
+        max_groups=config["plots"]["max_groups"],
     log:
         "logs/{dataset}/plot_models_forest.log",
     run:

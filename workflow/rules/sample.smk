@@ -1,7 +1,7 @@
 rule sample:
     """Fit one model to one data set; the trace is cached as ArviZ NetCDF."""
     input:
-        code=step_code("sample", NUTPIE_CALLBACKS),
+        code=step_code("sample", "nutpie_callbacks"),
         data="results/{dataset}/data.csv",
         model_file=model_path,
     output:

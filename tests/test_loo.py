@@ -1,0 +1,173 @@
+"""Leave-one-group-out cross-validation: the closed forms it rests on, and its values against
+exact answers (conjugate closed forms, quadrature, a refit of every group)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from scipy import special, stats
+
+import exact
+import loo
+from common import load_module, read_datatree, read_prepared
+from conftest import K_THRESHOLD as THRESHOLD
+from conftest import ROOT, SAMPLING, TARGET_ACCEPT
+
+MODELS = ROOT / "scripts" / "models"
+
+
+def model(name):
+    return load_module(MODELS / f"{name}.py")
+
+
+def table_of(trials, successes):
+    return pd.DataFrame({"group": [f"g{i}" for i in range(len(trials))], "trials": trials, "successes": successes})
+
+
+def draws(**values):
+    return xr.Dataset({name: (("chain", "draw"), np.atleast_2d(v)) for name, v in values.items()})
+
+
+def marginal(hierarchical, a, b, trials, successes):
+    table = table_of(trials, successes)
+    return hierarchical.betabinomial_loglik(a, b, hierarchical.collapsed_data(table)).eval()
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_betabinomial_marginal_matches_scipy_in_both_forms(huge):
+    """The histogram form (counts up to thousands) and the distinct-pairs form (counts up to
+    2^31 - 1) are each the sum of Beta-Binomial log-probabilities, less sum_j log C(n_j, y_j)."""
+    hierarchical = model("hierarchical")
+    rng = np.random.default_rng(3)
+    trials = rng.integers(1, 2**31 - 1 if huge else 400, size=500)
+    successes = rng.binomial(trials, rng.beta(8, 2, size=500))
+    assert hierarchical.histogram_is_cheaper(trials, successes) is (not huge)
+    assert ("pair_weight" in hierarchical.collapsed_data(table_of(trials, successes))) is huge
+    log_choose = special.gammaln(trials + 1.0) - special.gammaln(successes + 1.0) - special.gammaln(trials - successes + 1.0)
+    for a, b in [(4.9, 0.97), (0.3, 12.0), (50.0, 50.0)]:
+        expected = stats.betabinom.logpmf(successes, trials, a, b).sum() - log_choose.sum()
+        assert marginal(hierarchical, a, b, trials, successes) == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_both_marginal_forms_agree_on_the_same_data(monkeypatch):
+    hierarchical = model("hierarchical")
+    trials = np.array([5, 304, 9, 9, 120, 7, 9])
+    successes = np.array([2, 301, 9, 5, 100, 0, 5])
+    histogram = marginal(hierarchical, 2.0, 0.7, trials, successes)
+    monkeypatch.setattr(hierarchical, "histogram_is_cheaper", lambda *_: False)
+    assert marginal(hierarchical, 2.0, 0.7, trials, successes) == pytest.approx(histogram, rel=1e-12)
+
+
+def test_histogram_shapes_do_not_depend_on_the_successes():
+    """What lets one compiled model take another simulated data set of the same design."""
+    hierarchical = model("hierarchical")
+    trials = np.array([5, 304, 9])
+    one = hierarchical.collapsed_data(table_of(trials, [2, 301, 9]))
+    other = hierarchical.collapsed_data(table_of(trials, [0, 3, 1]))
+    assert {k: v.shape for k, v in one.items()} == {k: v.shape for k, v in other.items()}
+
+
+@pytest.mark.parametrize("scale", [1, 100_000])
+def test_hierarchical_group_likelihood_is_beta_binomial(scale):
+    """Both ways of computing it (a table of log sums, or betaln for counts in the millions)."""
+    rng = np.random.default_rng(scale)
+    trials = rng.integers(1, 300, size=200) * scale
+    successes = rng.binomial(trials, 0.8)
+    posterior = draws(alpha=rng.gamma(5, size=(2, 30)), beta=rng.gamma(1, size=(2, 30)))
+    got = model("hierarchical").group_log_likelihood(posterior, table_of(trials, successes))
+    assert got.shape == (2, 30, 200)
+    expected = stats.betabinom.logpmf(successes, trials, posterior["alpha"].values[..., None], posterior["beta"].values[..., None])
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_conjugate_models_state_their_exact_leave_one_group_out_values():
+    trials, successes = np.array([5, 304, 9]), np.array([2, 301, 9])
+    table = table_of(trials, successes)
+    np.testing.assert_allclose(model("no_pooling").exact_loo(table), stats.betabinom.logpmf(successes, trials, 0.5, 0.5))
+    # Full pooling without group j: Beta(1/2 + other successes, 1/2 + other failures).
+    by_hand = [stats.betabinom.logpmf(successes[j], trials[j], 0.5 + np.delete(successes, j).sum(),
+                                      0.5 + np.delete(trials - successes, j).sum()) for j in range(3)]
+    np.testing.assert_allclose(model("full_pooling").exact_loo(table), by_hand)
+
+
+def fine_grid(m, s, n, y):
+    z = np.linspace(-40, 40, 400_001)
+    log_f = stats.binom.logpmf(y, n, special.expit(m + s * z)) + stats.norm.logpdf(z)
+    return special.logsumexp(log_f) + np.log(z[1] - z[0])
+
+
+def test_logit_group_likelihood_matches_numerical_integration():
+    rng = np.random.default_rng(0)
+    trials = rng.integers(1, 400, 20)
+    successes = rng.binomial(trials, rng.uniform(0, 1, 20))
+    successes[:2], successes[2:4] = trials[:2], 0  # all successes, all failures
+    m = rng.normal(0, 2, 12)
+    s = np.exp(rng.uniform(-4, 2.3, 12))  # spreads from 0.02 to 10
+    got = model("hierarchical_logit").group_log_likelihood(draws(m=[m], s=[s]), table_of(trials, successes))[0]
+    reference = np.array([[fine_grid(a, b, n, y) for n, y in zip(trials, successes)] for a, b in zip(m, s)])
+    error = np.abs(got - reference)
+    # Within 1e-4 where the posterior is (s < 3 on SpaceX); up to 0.03 in the far tail.
+    assert error[s < 3].max() < 1e-4
+    assert error.max() < 0.03
+
+
+# --------------------------------------------------------------------------------------
+# Through the real sampler, on the SpaceX data
+
+
+@pytest.fixture(scope="module")
+def spacex(spacex_prepared):
+    table = read_prepared(spacex_prepared)
+    return table, table["trials"].to_numpy(), table["successes"].to_numpy()
+
+
+@pytest.mark.slow
+def test_no_pooling_values_are_exact(cross_validated, spacex):
+    _, trials, successes = spacex
+    result = cross_validated["no_pooling"][1]
+    assert set(result["source"].values) == {"closed form"}
+    np.testing.assert_allclose(result["elpd_i"].values, exact.no_pooling_loo(trials, successes), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_full_pooling_values_are_exact(cross_validated, spacex):
+    _, trials, successes = spacex
+    result = cross_validated["full_pooling"][1]
+    assert set(result["source"].values) == {"closed form"}
+    np.testing.assert_allclose(result["elpd_i"].values, exact.full_pooling_loo(trials, successes), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_hierarchical_matches_quadrature(cross_validated, spacex):
+    _, trials, successes = spacex
+    reference = [exact.hierarchical_loo(trials, successes, j) for j in range(len(trials))]
+    result = cross_validated["hierarchical"][1]
+    # PSIS values within 0.05; refitted ones within 4 of their own Monte Carlo error.
+    tolerance = np.where(result["source"] == "refit", 4 * result["refit_mcse"].values + 0.005, 0.05)
+    assert (np.abs(result["elpd_i"].values - reference) <= tolerance).all()
+
+
+@pytest.mark.slow
+def test_no_value_rests_on_a_high_pareto_k(cross_validated):
+    for name, (_, result) in cross_validated.items():
+        unreliable = (result["source"] == "psis") & (result["pareto_k"] > THRESHOLD)
+        assert not unreliable.any(), name
+    # Integrating theta out is what makes PSIS work: most groups need no refit.
+    hierarchical = cross_validated["hierarchical"][1]
+    assert (hierarchical["source"] == "psis").sum() >= 3
+
+
+@pytest.mark.slow
+def test_a_refit_of_every_group_agrees_with_quadrature(spacex_traces, spacex_prepared, spacex, tmp_path):
+    """Brute force: with a threshold below every k, each group is refitted (reloo)."""
+    _, trials, successes = spacex
+    reference = [exact.hierarchical_loo(trials, successes, j) for j in range(len(trials))]
+    path = tmp_path / "hierarchical.nc"
+    loo.main(str(spacex_prepared), str(MODELS / "hierarchical.py"), str(spacex_traces["hierarchical"]), str(path),
+             sampling=SAMPLING, settings={"target_accept": TARGET_ACCEPT["hierarchical"]}, seed=5,
+             k_threshold=-1.0, max_refits=10)
+    result = read_datatree(path)["loo"]
+    assert set(result["source"].values) == {"refit"}
+    # Within 4 of each refit's own Monte Carlo error (and the grid's 0.005).
+    error = np.abs(result["elpd_i"].values - reference)
+    assert (error <= 4 * result["refit_mcse"].values + 0.005).all(), (error, result["refit_mcse"].values)

@@ -8,7 +8,7 @@ CORES ?= all
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint provenance lock clean bench report
+.PHONY: setup run test test-fast lint provenance lock clean bench report
 
 setup: $(STAMP)
 	@tools/ensure-dot.sh
@@ -21,8 +21,13 @@ $(STAMP): requirements.txt
 run: setup
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
+# The full suite: what CI runs (about 18 minutes on 2 cores, see docs/development.md).
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Unit tests and one tiny end-to-end run (tests/test_end_to_end.py): a few minutes.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Timings side by side (see benchmarks/README.md); BENCH_ARGS="--quick" for a shorter run.
 BENCH_ARGS ?=
@@ -37,8 +42,11 @@ report: setup
 provenance: setup
 	$(BIN)/python scripts/provenance.py results
 
+# Snakemake's own checks, then the formatting of the rules and the Python code (pinned tools).
 lint: setup
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check workflow
+	$(BIN)/ruff check .
 
 # Resolve requirements.in afresh in a scratch venv and rewrite both lock files from it.
 lock:

@@ -15,11 +15,11 @@ import arviz as az
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pymc as pm  # noqa: E402
-import scipy.stats as st  # noqa: E402
-from matplotlib import pyplot as plt  # noqa: E402
+import numpy as np
+import pandas as pd
+import pymc as pm
+import scipy.stats as st
+from matplotlib import pyplot as plt
 
 
 def save(collection_or_figure, path):

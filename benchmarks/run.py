@@ -132,7 +132,10 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float
 
 def rerun(table: Table, workdir: Path, repeat: int) -> None:
     values = iter([0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.9][:repeat])
-    elapsed = median_of(repeat, lambda: seconds(snakemake("--config", f"models={{hierarchical: {{target_accept: {next(values)}}}}}"), workdir))
+    def after_a_change():
+        return seconds(snakemake("--config", f"models={{hierarchical: {{target_accept: {next(values)}}}}}"), workdir)
+
+    elapsed = median_of(repeat, after_a_change)
     table.add("rerun", "one model's setting changed (hierarchical target_accept)", elapsed, "s", f"median of {repeat}")
     table.add("rerun", "rerun / notebook", elapsed / table.notebook, "ratio", "target <= 0.5")
     # Leave the tree complete for the default config again.
@@ -284,8 +287,10 @@ def groups(table: Table, scratch: Path, sizes: list[int]) -> None:
     models = list(set_config(workdir, update)["models"])
     for size in sizes:
         dataset = f"groups_{size}"
-        elapsed, memory = watched(snakemake("--", f"results/{dataset}/comparison.csv", *[
-            f"results/{dataset}/{m}/{name}" for m in models for name in ("summary.csv", "new_group.png", "ppc.png", "trace.png", "forest.png")
+        elapsed, _memory = watched(snakemake("--", f"results/{dataset}/comparison.csv", *[
+            f"results/{dataset}/{m}/{name}"
+            for m in models
+            for name in ("summary.csv", "new_group.png", "ppc.png", "trace.png", "forest.png")
         ], f"results/{dataset}/forest_models.png", f"results/{dataset}/shrinkage.png"), workdir)
         steps = job_times(workdir, dataset)
         for model in models:
@@ -318,7 +323,8 @@ def datasets(table: Table, scratch: Path, counts: list[int]) -> None:
             simulated_table(workdir / "config" / "data" / f"{name}.csv", 4 + index % 9, seed=1000 + index)
 
         def update(config, names=names):
-            config["datasets"] = {n: {"path": f"config/data/{n}.csv", "group": "group", "trials": "trials", "successes": "successes"} for n in names}
+            columns = {"group": "group", "trials": "trials", "successes": "successes"}
+            config["datasets"] = {n: {"path": f"config/data/{n}.csv", **columns} for n in names}
 
         models = len(set_config(workdir, update)["models"])
         elapsed, memory = watched(snakemake(), workdir)
@@ -328,18 +334,19 @@ def datasets(table: Table, scratch: Path, counts: list[int]) -> None:
         table.add("datasets", f"{count} data sets: per data set", elapsed / count, "s")
         steps = [step["rss"] for name in names for step in job_times(workdir, name).values()]
         table.add("datasets", f"{count} data sets: peak memory, Snakemake and every process it started (PSS)", memory.peak_pss, "MB")
-        table.add("datasets", f"{count} data sets: the worker's RSS, first and last seen", memory.worker_rss[-1] if memory.worker_rss else float("nan"), "MB",
-                  f"first {memory.worker_rss[0]:.0f} MB" if memory.worker_rss else "")
-        table.add("datasets", f"{count} data sets: Snakemake's RSS, first and last seen", memory.snakemake_rss[-1] if memory.snakemake_rss else float("nan"), "MB",
-                  f"first {memory.snakemake_rss[0]:.0f} MB" if memory.snakemake_rss else "")
-        table.add("datasets", f"{count} data sets: largest peak RSS of a step", max(steps), "MB", "includes the pages it shares with the worker")
+        for who, seen in (("the worker", memory.worker_rss), ("Snakemake", memory.snakemake_rss)):
+            last, first = (seen[-1], f"first {seen[0]:.0f} MB") if seen else (float("nan"), "")
+            table.add("datasets", f"{count} data sets: {who}'s RSS, first and last seen", last, "MB", first)
+        shared = "includes the pages it shares with the worker"
+        table.add("datasets", f"{count} data sets: largest peak RSS of a step", max(steps), "MB", shared)
 
 
 def environment() -> dict:
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
-        "versions": " ".join(f"{p}={version(p)}" for p in ("pymc", "nutpie", "arviz", "snakemake", "numpy")) + f" python={platform.python_version()}",
+        "versions": " ".join(f"{p}={version(p)}" for p in ("pymc", "nutpie", "arviz", "snakemake", "numpy"))
+        + f" python={platform.python_version()}",
     }
 
 

@@ -13,9 +13,9 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 log = logging.getLogger("pipeline")
 

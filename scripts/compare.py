@@ -71,7 +71,7 @@ def main(loos: list[str], table: str, plot: str, *, models: list[str], k_thresho
     import matplotlib
 
     matplotlib.use("Agg")
-    results = {name: read_datatree(path, rule_hint="loo")["loo"].to_dataset() for name, path in zip(models, loos)}
+    results = {name: read_datatree(path, rule_hint="loo")["loo"].to_dataset() for name, path in zip(models, loos, strict=True)}
     compared, unreliable = compare(results, k_threshold=k_threshold)
     for name, groups in unreliable.items():
         if groups:

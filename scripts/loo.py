@@ -117,15 +117,17 @@ def predictive_log_likelihood(module, posterior, fitted_table, left_out, *, seed
     return stats.binom.logpmf(y, n, theta[..., None])
 
 
-def cross_validate(module, posterior, trace_path, table, *, method: str, sampling: dict, settings: dict, seed: int, k_threshold: float, max_refits: int):
+def cross_validate(
+    module, posterior, trace_path, table, *, method: str, sampling: dict, settings: dict, seed: int, k_threshold: float, max_refits: int
+):
     import warnings
 
     import arviz as az
     import xarray as xr
     from arviz_stats import reloo
+    from scipy.special import logsumexp
 
     import mcmc_stats
-    from scipy.special import logsumexp
 
     groups = table["group"].tolist()
     loglik = group_log_likelihood(module, posterior, table, trace_path)

@@ -7,8 +7,10 @@ loop per parameter: at 10,000 groups ArviZ took 52 s, this takes a few
 (tests/test_mcmc_stats.py checks equality with `az.summary`).
 """
 
+import functools
+
 import numpy as np
-from scipy import fft, special, stats
+from scipy import fft, special
 
 # Values per block of parameters: small enough to stay in the CPU's caches (2,000 parameters
 # of 4,000 draws took 6.3 s in one block, 2.9 s in blocks of 250), and blocks run on
@@ -148,14 +150,13 @@ def _ess_short_python(x, max_lag):
     return out
 
 
-_ess_short_compiled = None
+@functools.cache
+def _ess_short_kernel():
+    return _compiled(_ess_short_python)
 
 
 def _ess_short(x, max_lag):
-    global _ess_short_compiled
-    if _ess_short_compiled is None:
-        _ess_short_compiled = _compiled(_ess_short_python)
-    return _ess_short_compiled(x, max_lag)
+    return _ess_short_kernel()(x, max_lag)
 
 
 def ess_fft(x):

@@ -52,7 +52,7 @@ def make_logp_callback(n_dim, logp_fn, user_data, shared_keys, shared_data):
                 return 3
             if not np.isfinite(logp_val):
                 return 4
-        except Exception:  # noqa: BLE001 (a C callback must return a code, never raise)
+        except Exception:  # a C callback must return a code, never raise
             return 1
         return 0
 
@@ -82,7 +82,7 @@ def make_expand_callback(n_dim, n_expanded, expand_fn, user_data, shared_var_key
             (values,) = extract(x, user_data_)
             for i in range(n_expanded):
                 out_[i] = values[i]
-        except Exception:  # noqa: BLE001
+        except Exception:  # as above
             return -2
         return 0
 

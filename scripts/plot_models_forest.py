@@ -30,17 +30,18 @@ def main(data: str, traces: list[str], figure: str, *, models: list[str], ci_pro
     table = read_prepared(data)
     groups = table["group"].tolist()
     if len(groups) <= max_groups:
-        per_model = {
-            name: xr.DataTree.from_dict({"/posterior": theta_by_group(read_variables(path, "posterior", ["theta"])["theta"], groups).to_dataset()})
-            for name, path in zip(models, traces)
-        }
+        def posterior(path):
+            theta = theta_by_group(read_variables(path, "posterior", ["theta"])["theta"], groups)
+            return xr.DataTree.from_dict({"/posterior": theta.to_dataset()})
+
+        per_model = {name: posterior(path) for name, path in zip(models, traces, strict=True)}
         collection = az.plot_forest(per_model, var_names=["theta"], combined=True, ci_probs=[0.5, ci_prob])
         collection.add_legend("model")
         save_plot_collection(collection, figure)
         return
     order = np.argsort((table["successes"] / table["trials"]).to_numpy(), kind="stable")
     fig, axes = plt.subplots(len(models), 1, figsize=(8, 2.2 * len(models)), sharex=True, sharey=True, squeeze=False)
-    for index, (name, path) in enumerate(zip(models, traces)):
+    for index, (name, path) in enumerate(zip(models, traces, strict=True)):
         theta = theta_by_group(read_variables(path, "posterior", ["theta"])["theta"], groups).transpose("chain", "draw", "group")
         means, low, high = interval_summary(theta.values, ci_prob)
         del theta

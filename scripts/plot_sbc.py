@@ -25,7 +25,8 @@ def main(ranks: str, uniformity: str, figure: str) -> None:
     figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.4 * rows), squeeze=False)
     edges = np.linspace(0, max_rank + 1, bins + 1)
     low, high = stats.binom.interval(0.99, len(ranks), 1 / bins)
-    for axis, name in zip(axes.flat, ranks.columns):
+    # More axes than parameters: the grid is filled row by row.
+    for axis, name in zip(axes.flat, ranks.columns, strict=False):
         axis.axhspan(low, high, color="grey", alpha=0.25, linewidth=0)
         axis.hist(ranks[name], bins=edges, color="tab:blue")
         axis.set_title(f"{name}\np = {tests.loc[name, 'p_value']:.2f}", fontsize=8)

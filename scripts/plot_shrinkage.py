@@ -34,11 +34,11 @@ def main(data: str, traces: list[str], figure: str, *, models: list[str]) -> Non
     figure, axis = plt.subplots(figsize=(6.5, 6))
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="own data only (raw rate)")
     axis.axhline(pooled, color="black", linestyle=":", linewidth=1, label=f"pooled rate {pooled:.3f}")
-    for name, path in zip(model_names, trace_paths):
+    for name, path in zip(model_names, trace_paths, strict=True):
         means = posterior_means(read_datatree(path, rule_hint="sample"), table["group"])
         axis.scatter(raw, means, s=sizes, alpha=0.7, label=name)
     if len(table) <= LABELLED_GROUPS:
-        for label, x in zip(table["group"], raw):
+        for label, x in zip(table["group"], raw, strict=True):
             axis.annotate(label, (x, x), textcoords="offset points", xytext=(4, -10), fontsize=8, color="grey")
     axis.set_xlabel("raw success rate (successes / trials)")
     axis.set_ylabel("posterior mean of theta")

@@ -12,23 +12,39 @@ from common import atomic_path, load_module, read_datatree, read_prepared, write
 
 
 def replicate(model, table, trace, *, seed: int):
-    """y_rep over (chain, draw, group): the likelihood drawn again once per posterior draw."""
+    """y_rep over (chain, draw, group): the model's observed variable drawn again once per
+    posterior draw, under whatever likelihood the model file gives it."""
     import pymc as pm
-    import pytensor.tensor as pt
     import xarray as xr
     from pymc.sampling.forward import vectorize_over_posterior
 
+    observed = observed_variable(model)
     posterior = trace["posterior"].to_dataset()
-    # Every model file names its success probabilities theta (one per group, or shared);
-    # broadcasting it over the groups lets the draws batch over the posterior.
-    theta = pt.broadcast_to(model["theta"], (len(table),))
-    likelihood = pm.Binomial.dist(n=table["trials"].to_numpy(), p=theta)
+    # `y`'s size is fixed to the groups (dims="group"), which stops PyTensor from adding
+    # the draws' batch dimensions; without it, the size follows the parameters' shapes.
+    rng, _size, *parameters = observed.owner.inputs
+    unsized = observed.owner.op.make_node(rng, None, *parameters).outputs[1]
     # As in predict.py: evaluate the graph once over all draws instead of once per draw.
-    (replicated,) = vectorize_over_posterior([likelihood], posterior, input_rvs=list(model.free_RVs))
+    (replicated,) = vectorize_over_posterior([unsized], posterior, input_rvs=list(model.free_RVs))
     draws = pm.draw(replicated, random_seed=seed)
     dims = ("chain", "draw", "group")
+    expected = (posterior.sizes["chain"], posterior.sizes["draw"], len(table))
+    if draws.shape != expected:
+        raise ValueError(f"the replicated y has shape {draws.shape}, expected {expected}: give y one value per group")
     coords = {"chain": posterior.coords["chain"], "draw": posterior.coords["draw"], "group": trace["observed_data"]["group"].values}
     return xr.Dataset({"y": (dims, draws)}, coords=coords)
+
+
+def observed_variable(model):
+    """The model's one observed variable, `y` over `group` (docs/extending.md)."""
+    from pytensor.tensor.random.op import RandomVariable
+
+    names = [variable.name for variable in model.observed_RVs]
+    if names != ["y"] or model.named_vars_to_dims.get("y") != ("group",):
+        raise ValueError(f"a model must have one observed variable, y over group; this one has {names}")
+    if not isinstance(model["y"].owner.op, RandomVariable):
+        raise ValueError(f"y must be a plain distribution to be replicated, not {model['y'].owner.op}")
+    return model["y"]
 
 
 def p_values(y_rep, table, ci_prob: float):

@@ -1,8 +1,9 @@
 """Posterior predictive for a group that is not in the data (the article's new launcher).
 
 Writes `theta_new`, the new group's success probability, and `y_new`, its successes in
-the next `new_trials` trials, drawn once per posterior draw. What a "new group" means is
-each model's own answer (its `new_group()`), so this script is the same for every model.
+the next `new_trials` trials, drawn once per posterior draw. What a "new group" means, and
+its likelihood, are each model's own answer (its `new_group()`), so this script is the same
+for every model.
 """
 
 
@@ -23,8 +24,8 @@ def predict(model, module, trace, *, new_trials: int, seed: int):
 
     fitted = list(model.free_RVs)  # before new_group() adds its own
     with model:
-        theta_new = module.new_group(model)
-        y_new = pm.Binomial("y_new", n=new_trials, p=theta_new)
+        y_new = module.new_group(model, new_trials)
+    theta_new = model["theta_new"]
     posterior = trace["posterior"].to_dataset()
     # Copies as outputs, not the variables themselves: PyMC resizes a random variable that
     # owes nothing to the fit (no pooling's new group is its prior) to one draw per

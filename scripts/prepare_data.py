@@ -129,11 +129,10 @@ def validate(path: str | Path, group: str, trials: str, successes: str, delimite
 
 
 def write_table(rows: list[tuple[str, int, int]], output: str | Path) -> None:
-    with atomic_path(output) as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["group", "trials", "successes"])
-            writer.writerows(rows)
+    with atomic_path(output) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["group", "trials", "successes"])
+        writer.writerows(rows)
 
 
 def main(source: str, table: str, *, group: str, trials: str, successes: str, delimiter: str = ",") -> None:

@@ -117,7 +117,9 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
     return result, article_model
 
 
-def provenance(*, dataset: str, model_name: str, data: Path, model_file: Path, seed: int, sampling: dict, settings: dict, method: str) -> dict:
+def provenance(
+    *, dataset: str, model_name: str, data: Path, model_file: Path, seed: int, sampling: dict, settings: dict, method: str
+) -> dict:
     attrs = {
         "pipeline_dataset": dataset,
         "pipeline_model": model_name,

@@ -52,9 +52,10 @@ class Fitter:
         if sampler != "nutpie":
             return
         import nutpie
-        import nutpie_callbacks
         import pymc as pm
         import pytensor
+
+        import nutpie_callbacks
 
         nutpie_callbacks.install()
         if method == "collapsed":

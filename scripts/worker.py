@@ -296,7 +296,7 @@ def _preload() -> None:
             print(f"step worker: cannot preload {name}: {exc}", file=sys.stderr)
     try:
         _warm_up()
-    except Exception as exc:  # noqa: BLE001 (a cold first step is slower, not wrong)
+    except Exception as exc:  # a cold first step is slower, not wrong
         print(f"step worker: warm-up skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
@@ -344,7 +344,7 @@ def _set_parent_death_signal() -> None:
 
 
 def _peer_uid(conn: socket.socket) -> int:
-    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
     return uid
 
 
@@ -512,7 +512,7 @@ def execute(request: dict) -> int:
     except UserError as exc:
         log.error("%s", exc)
         return 1
-    except Exception:  # noqa: BLE001 (any other failure is a bug: show where)
+    except Exception:  # any other failure is a bug: show where
         log.error("unexpected failure:\n%s", traceback.format_exc())
         return 1
     finally:

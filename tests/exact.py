@@ -40,7 +40,7 @@ def hierarchical_grid(trials, successes, sigma=10.0, points=1200, lower=-12.0, u
         prior = stats.halfnorm(scale=sigma)
         # Priors on alpha, beta plus the Jacobian of the log transform (da = a d(log a)).
         log_density = prior.logpdf(a) + log_a + prior.logpdf(b) + log_b
-        for (n, y), count in zip(pairs.T, counts):
+        for (n, y), count in zip(pairs.T, counts, strict=True):
             log_density += count * (special.betaln(a + y, b + n - y) - special.betaln(a, b))
         weights = np.exp(log_density - log_density.max())
         return log_a, log_b, weights / weights.sum()
@@ -65,7 +65,7 @@ def hierarchical(trials, successes, sigma=10.0, points=1200, lower=-12.0, upper=
 
     result = {"alpha": moments(a), "beta": moments(b), "mu": moments(a / (a + b))}
     theta = []
-    for n, y in zip(trials, successes):
+    for n, y in zip(trials, successes, strict=True):
         # theta_j | alpha, beta, y ~ Beta(alpha + y_j, beta + n_j - y_j): average its moments.
         post_a, post_b = a + y, b + n - y
         mean = np.sum(weights * post_a / (post_a + post_b))
@@ -113,7 +113,7 @@ def hierarchical_logit(trials, successes, sigma_m=1.5, sigma_s=1.5, points=300, 
     log_density = stats.norm(scale=sigma_m).logpdf(m) + stats.halfnorm(scale=sigma_s).logpdf(s) + log_s
     theta = expit(m[..., None] + s[..., None] * z)  # (m, s, node)
     group_terms = []
-    for n, y in zip(trials, successes):
+    for n, y in zip(trials, successes, strict=True):
         likelihood = stats.binom.pmf(y, n, theta)  # (m, s, node)
         marginal = likelihood @ w
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -9,7 +9,10 @@ from conftest import SCRIPTS
 
 
 def test_seed_is_stable_across_processes_with_different_hash_salts():
-    code = f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); from common import derive_seed; print(derive_seed(42, 'spacex', 'hierarchical', 'sample'))"
+    code = (
+        f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); from common import derive_seed; "
+        "print(derive_seed(42, 'spacex', 'hierarchical', 'sample'))"
+    )
     seeds = {
         subprocess.run(
             [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": salt}, capture_output=True, text=True, check=True
@@ -46,10 +49,9 @@ def test_atomic_path_renames_on_success(tmp_path):
 def test_atomic_path_leaves_earlier_result_and_no_temporary_on_failure(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 

@@ -41,7 +41,7 @@ def test_table_says_where_values_come_from_and_none_is_unreliable(compared, cros
     table, unreliable = compared
     assert (table["pareto_k_above"] == 0).all() and not any(unreliable.values())
     for name, (_, result) in cross_validated.items():
-        refitted = [str(g) for g, s in zip(result["group"].values, result["source"].values) if s == "refit"]
+        refitted = [str(g) for g, s in zip(result["group"].values, result["source"].values, strict=True) if s == "refit"]
         assert table.loc[name, "refits"] == len(refitted)
         assert (table.loc[name, "refitted"] if isinstance(table.loc[name, "refitted"], str) else "") == ";".join(refitted)
     assert table.loc["no_pooling", "closed_form"] == 4

@@ -104,7 +104,7 @@ def test_logit_group_likelihood_matches_numerical_integration():
     m = rng.normal(0, 2, 12)
     s = np.exp(rng.uniform(-4, 2.3, 12))  # spreads from 0.02 to 10
     got = model("hierarchical_logit").group_log_likelihood(draws(m=[m], s=[s]), table_of(trials, successes))[0]
-    reference = np.array([[fine_grid(a, b, n, y) for n, y in zip(trials, successes)] for a, b in zip(m, s)])
+    reference = np.array([[fine_grid(a, b, n, y) for n, y in zip(trials, successes, strict=True)] for a, b in zip(m, s, strict=True)])
     error = np.abs(got - reference)
     # Within 1e-4 where the posterior is (s < 3 on SpaceX); up to 0.03 in the far tail.
     assert error[s < 3].max() < 1e-4

@@ -45,13 +45,18 @@ def test_hierarchical(table):
 
 @pytest.mark.parametrize("name", ["no_pooling", "full_pooling", "hierarchical", "hierarchical_logit"])
 def test_observed_data_and_new_group(name, table):
+    import pymc as pm
+
     module, model = build(name, table)
     observed = model.rvs_to_values[model["y"]]
     np.testing.assert_array_equal(observed.data if hasattr(observed, "data") else observed.eval(), [2, 301, 9, 5])
     with model:
-        theta_new = module.new_group(model)
-    assert theta_new.name == "theta_new"
-    assert theta_new.ndim == 0
+        y_new = module.new_group(model, 10)
+    assert y_new.name == "y_new" and y_new.ndim == 0
+    assert model["theta_new"].ndim == 0
+    # 10 trials, as asked: y_new never exceeds them and reaches both ends over many draws.
+    draws = pm.draw(y_new, draws=4000, random_seed=1)
+    assert draws.min() >= 0 and draws.max() <= 10 and len(np.unique(draws)) > 2
 
 
 @pytest.mark.parametrize("name", ["no_pooling", "full_pooling", "hierarchical"])

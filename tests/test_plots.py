@@ -44,7 +44,8 @@ def test_per_model_figures(model, spacex_traces, spacex_prepared, tmp_path):
     prediction = tmp_path / "new_group.nc"
     predict.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{model}.py"), trace, str(prediction), new_trials=10, seed=1)
     plot_new_group.main(str(prediction), str(tmp_path / "new_group.png"), ci_prob=0.94)
-    plot_model_graph.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{model}.py"), str(tmp_path / "g.png"), str(tmp_path / "g.svg"))
+    model_file = ROOT / "scripts" / "models" / f"{model}.py"
+    plot_model_graph.main(str(spacex_prepared), str(model_file), str(tmp_path / "g.png"), str(tmp_path / "g.svg"))
     for name in ("trace.png", "forest.png", "new_group.png", "g.png"):
         assert_png(tmp_path / name)
     svg = (tmp_path / "g.svg").read_text()
@@ -117,7 +118,8 @@ def many_groups(tmp_path_factory):
     trials = rng.integers(5, 300, size=400)
     observed = rng.binomial(trials, theta.mean(axis=(0, 1)))
     y_rep = rng.binomial(trials, theta)
-    write_datatree(xr.DataTree.from_dict({"/posterior_predictive": xr.Dataset({"y": (("chain", "draw", "group"), y_rep)}, coords={"group": groups})}), folder / "ppc.nc")
+    replicated = xr.Dataset({"y": (("chain", "draw", "group"), y_rep)}, coords={"group": groups})
+    write_datatree(xr.DataTree.from_dict({"/posterior_predictive": replicated}), folder / "ppc.nc")
     import pandas as pd
 
     pd.DataFrame({"group": groups, "trials": trials, "observed": observed, "p_greater_equal": (y_rep >= observed).mean(axis=(0, 1)),

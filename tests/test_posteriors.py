@@ -141,7 +141,8 @@ def thousand_groups(tmp_path_factory):
     trials = rng.choice([5, 20, 60, 150], size=1000)
     successes = rng.binomial(trials, rng.beta(6, 2, size=1000))
     folder = tmp_path_factory.mktemp("thousand")
-    (folder / "raw.csv").write_text("group,trials,successes\n" + "".join(f"g{i},{n},{y}\n" for i, (n, y) in enumerate(zip(trials, successes))))
+    rows = "".join(f"g{i},{n},{y}\n" for i, (n, y) in enumerate(zip(trials, successes, strict=True)))
+    (folder / "raw.csv").write_text("group,trials,successes\n" + rows)
     prepare_data.main(str(folder / "raw.csv"), str(folder / "data.csv"), group="group", trials="trials", successes="successes")
     return folder / "data.csv", trials, successes
 

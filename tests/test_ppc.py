@@ -20,7 +20,8 @@ def checks(spacex_traces, spacex_prepared, tmp_path_factory):
     results = {}
     for name, trace in spacex_traces.items():
         replicated, pvalues = out / f"{name}.nc", out / f"{name}.csv"
-        ppc.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{name}.py"), str(trace), str(replicated), str(pvalues), seed=3, ci_prob=0.94)
+        model_file = ROOT / "scripts" / "models" / f"{name}.py"
+        ppc.main(str(spacex_prepared), str(model_file), str(trace), str(replicated), str(pvalues), seed=3, ci_prob=0.94)
         results[name] = (replicated, pd.read_csv(pvalues))
     return results
 
@@ -64,3 +65,70 @@ def test_ppc_plot(checks, tmp_path):
     replicated = checks["full_pooling"][0]
     plot_ppc.main(str(replicated), str(replicated.with_suffix(".csv")), str(output), ci_prob=0.94, max_groups=30)
     assert_png(output)
+
+
+OVERDISPERSED = ROOT / "tests" / "models" / "overdispersed.py"
+
+
+@pytest.fixture(scope="module")
+def overdispersed(spacex_prepared, tmp_path_factory):
+    """A model whose likelihood is Beta-Binomial, fitted and checked: (trace, y_rep, p-values)."""
+    import sample
+
+    out = tmp_path_factory.mktemp("overdispersed")
+    trace, replicated, pvalues = out / "trace.nc", out / "ppc.nc", out / "ppc.csv"
+    sample.main(
+        str(spacex_prepared), str(OVERDISPERSED), str(trace), dataset="spacex", model="overdispersed",
+        sampling={"sampler": "nutpie", "draws": 1000, "tune": 500, "chains": 2, "seed": 1},
+        settings={"target_accept": 0.9}, seed=7,
+    )
+    ppc.main(str(spacex_prepared), str(OVERDISPERSED), str(trace), str(replicated), str(pvalues), seed=3, ci_prob=0.94)
+    y_rep = read_datatree(replicated)["posterior_predictive"]["y"].values.reshape(-1, 4)
+    return trace, y_rep, pd.read_csv(pvalues).set_index("group")
+
+
+def test_replicates_follow_the_models_own_likelihood(overdispersed, spacex_prepared):
+    """Var(y_rep_j) over the draws is the Beta-Binomial's, not the (far smaller) Binomial's."""
+    trace, y_rep, _ = overdispersed
+    posterior = read_datatree(trace)["posterior"]
+    n = read_prepared(spacex_prepared)["trials"].to_numpy()
+    theta = posterior["theta"].values.reshape(-1, 1)
+    kappa = posterior["kappa"].values.reshape(-1, 1)
+    # Total variance = mean of the conditional variances + variance of the conditional means.
+    binomial = (n * theta * (1 - theta)).mean(axis=0) + (n * theta).var(axis=0)
+    beta_binomial = (n * theta * (1 - theta) * (n + kappa) / (1 + kappa)).mean(axis=0) + (n * theta).var(axis=0)
+    np.testing.assert_allclose(y_rep.var(axis=0), beta_binomial, rtol=0.15)
+    assert (beta_binomial > 1.4 * binomial).all()  # so a Binomial replicate would fail the line above
+
+
+def test_an_overdispersed_full_pooling_reproduces_the_small_launchers(overdispersed, checks):
+    """Where the Binomial full pooling fails (test above), its over-dispersed form does not."""
+    *_, pvalues = overdispersed
+    for launcher in ("Falcon 1", "Starship"):
+        assert pvalues.loc[launcher, "p_less_equal"] > 0.05
+        assert checks["full_pooling"][1].set_index("group").loc[launcher, "p_less_equal"] < 0.01
+
+
+def test_a_model_without_its_observed_y_is_refused():
+    import pymc as pm
+
+    with pm.Model(coords={"group": ["a", "b"]}) as model:
+        theta = pm.Beta("theta", 1, 1)
+        pm.Binomial("successes", n=[3, 4], p=theta, observed=[1, 2], dims="group")
+    with pytest.raises(ValueError, match=r"one observed variable, y over group; this one has \['successes'\]"):
+        ppc.observed_variable(model)
+
+
+def test_prediction_uses_the_models_new_group(overdispersed, spacex_prepared, tmp_path):
+    """predict.py draws the y_new that the model file's new_group() defines."""
+    import predict
+
+    trace, *_ = overdispersed
+    predict.main(str(spacex_prepared), str(OVERDISPERSED), str(trace), str(tmp_path / "new.nc"), new_trials=10, seed=2)
+    drawn = read_datatree(tmp_path / "new.nc")["posterior_predictive"]
+    theta_new, y_new = drawn["theta_new"].values.ravel(), drawn["y_new"].values.ravel()
+    assert ((y_new >= 0) & (y_new <= 10)).all() and ((theta_new > 0) & (theta_new < 1)).all()
+    # theta_new scatters about theta as kappa says, so it is not theta itself.
+    theta = read_datatree(trace)["posterior"]["theta"].values.ravel()
+    assert not np.allclose(theta_new, theta)
+    assert abs(y_new.mean() - 10 * theta_new.mean()) < 5 * y_new.std() / np.sqrt(y_new.size)

@@ -100,8 +100,7 @@ def test_same_draws_as_sample_posterior_predictive(name, predictions, spacex_tra
     module = load_module(ROOT / "scripts" / "models" / f"{name}.py")
     model = module.build(read_prepared(spacex_prepared))
     with model:
-        theta_new = module.new_group(model)
-        pm.Binomial("y_new", n=NEW_TRIALS, p=theta_new)
+        module.new_group(model, NEW_TRIALS)
         reference = pm.sample_posterior_predictive(
             read_datatree(spacex_traces[name]), var_names=["theta_new", "y_new"], random_seed=5, progressbar=False
         )["posterior_predictive"]

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -191,7 +190,10 @@ def test_interrupted_sampling_leaves_nothing_that_looks_finished(tmp_path, how):
 
 CRASHING = {
     "segfault": ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", "killed by SIGSEGV"),
-    "out of memory": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does", "killed by SIGKILL (out of memory?)"),
+    "out of memory": (
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does",
+        "killed by SIGKILL (out of memory?)",
+    ),
     "exception": ("raise RuntimeError('a bug in the model file')", "RuntimeError: a bug in the model file"),
 }
 
@@ -203,7 +205,8 @@ def test_a_crashing_step_fails_its_job_only(tmp_path, crash):
     copy_workflow(tmp_path)
     code, words = CRASHING[crash]
     source = (tmp_path / "scripts" / "models" / "full_pooling.py").read_text()
-    (tmp_path / "crashing.py").write_text(source.replace("def build(data):\n", "def build(data):\n" + "".join(f"    {line}\n" for line in code.splitlines()), 1))
+    crash = "".join(f"    {line}\n" for line in code.splitlines())
+    (tmp_path / "crashing.py").write_text(source.replace("def build(data):\n", "def build(data):\n" + crash, 1))
     config = tiny_config()
     config["models"] = {"crashing": {"file": "crashing.py"}, "full_pooling": {}, "no_pooling": {}}
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))

@@ -2,10 +2,9 @@
 end one step only, and no process left once its Snakemake is gone."""
 
 import json
-import re
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -121,7 +120,11 @@ def test_steps_run_side_by_side(owner, tmp_path):
             open(output, "w").write("done")
     """)
     threads = [
-        threading.Thread(target=worker.run_step, args=(script,), kwargs={"kwargs": {"output": str(tmp_path / f"n{i}")}, "log": str(tmp_path / f"n{i}.log")})
+        threading.Thread(
+            target=worker.run_step,
+            args=(script,),
+            kwargs={"kwargs": {"output": str(tmp_path / f"n{i}")}, "log": str(tmp_path / f"n{i}.log")},
+        )
         for i in range(4)
     ]
     started = time.perf_counter()
@@ -197,12 +200,12 @@ def test_a_nested_snakemake_shares_the_owner_worker_but_another_job_does_not(mon
     worker.claim()
     mine = os.environ[worker.ENV]
     assert json.loads(mine)["pid"] == os.getpid()
-    shared = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); import worker, os; worker.claim(); print(os.environ[worker.ENV])"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    claim = f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); import worker, os; worker.claim(); print(os.environ[worker.ENV])"
+    shared = subprocess.run([sys.executable, "-c", claim], capture_output=True, text=True, check=True).stdout.strip()
     assert shared == mine
     # The same identity inherited into a SLURM job (exported by sbatch) is not shared.
-    other = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); import worker, os; worker.claim(); print(os.environ[worker.ENV])"],
-                           capture_output=True, text=True, check=True, env={**os.environ, "SLURM_JOB_ID": "77"}).stdout.strip()
+    in_slurm = {**os.environ, "SLURM_JOB_ID": "77"}
+    other = subprocess.run([sys.executable, "-c", claim], capture_output=True, text=True, check=True, env=in_slurm).stdout.strip()
     assert json.loads(other)["pid"] != os.getpid() and json.loads(other)["slurm_job"] == "77"
 
 

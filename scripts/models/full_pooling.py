@@ -18,9 +18,10 @@ def build(data):
     return model
 
 
-def new_group(model):
+def new_group(model, trials):
     # A new group is assumed to be like every other: it has the shared theta.
-    return pm.Deterministic("theta_new", model["theta"])
+    theta_new = pm.Deterministic("theta_new", model["theta"])
+    return pm.Binomial("y_new", n=trials, p=theta_new)
 
 
 def exact_loo(data):

@@ -33,9 +33,10 @@ def build(data):
     return model
 
 
-def new_group(model):
+def new_group(model, trials):
     # A new launcher is one more draw from the fitted population, as in the article.
-    return pm.Beta("theta_new", alpha=model["alpha"], beta=model["beta"])
+    theta_new = pm.Beta("theta_new", alpha=model["alpha"], beta=model["beta"])
+    return pm.Binomial("y_new", n=trials, p=theta_new)
 
 
 # --------------------------------------------------------------------------------------
@@ -69,7 +70,11 @@ def collapsed_data(data):
             "trials_above": counts_above(trials, length),
         }
     pairs, weight = np.unique(np.stack([trials, successes]), axis=1, return_counts=True)
-    return {"pair_trials": pairs[0].astype("float64"), "pair_successes": pairs[1].astype("float64"), "pair_weight": weight.astype("float64")}
+    return {
+        "pair_trials": pairs[0].astype("float64"),
+        "pair_successes": pairs[1].astype("float64"),
+        "pair_weight": weight.astype("float64"),
+    }
 
 
 def complete(posterior, data, rng):
@@ -108,16 +113,21 @@ def group_log_likelihood(posterior, data):
     for start in range(0, alpha.size, step):
         a, b = alpha[start : start + step, None], beta[start : start + step, None]
         if largest <= 100_000:
-            k = np.arange(largest)
-            def rising(c):  # noqa: E306 (sum_{k < x} log(c + k) for x = 0 .. largest)
-                return np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(np.log(c + k), axis=1)], axis=1)
-            block = (np.take_along_axis(rising(a), np.broadcast_to(y, (a.shape[0], y.size)), axis=1)
-                     + np.take_along_axis(rising(b), np.broadcast_to(n - y, (a.shape[0], y.size)), axis=1)
-                     - np.take_along_axis(rising(a + b), np.broadcast_to(n, (a.shape[0], y.size)), axis=1))
+            def at(table, counts):
+                return np.take_along_axis(table, np.broadcast_to(counts, (table.shape[0], counts.size)), axis=1)
+
+            block = (at(log_rising_factorials(a, largest), y) + at(log_rising_factorials(b, largest), n - y)
+                     - at(log_rising_factorials(a + b, largest), n))
         else:
             block = special.betaln(y + a, n - y + b) - special.betaln(a, b)
         result[start : start + step] = log_choose + block
     return result.reshape(*posterior["alpha"].shape, n.size)
+
+
+def log_rising_factorials(c, largest):
+    """sum_{k < x} log(c + k) = log(c (c + 1) ... (c + x - 1)), for x = 0 .. largest, per row of c."""
+    k = np.arange(largest)
+    return np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(np.log(c + k), axis=1)], axis=1)
 
 
 def betabinomial_loglik(alpha, beta, counts):

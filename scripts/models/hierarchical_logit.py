@@ -30,10 +30,11 @@ def build(data):
     return model
 
 
-def new_group(model):
+def new_group(model, trials):
     # A new group's offset is one more standard-normal draw, scaled by the fitted spread.
     z_new = pm.Normal("z_new", mu=0, sigma=1)
-    return pm.Deterministic("theta_new", pm.math.invlogit(model["m"] + model["s"] * z_new))
+    theta_new = pm.Deterministic("theta_new", pm.math.invlogit(model["m"] + model["s"] * z_new))
+    return pm.Binomial("y_new", n=trials, p=theta_new)
 
 
 def group_log_likelihood(posterior, data, nodes=25, newton_steps=20):

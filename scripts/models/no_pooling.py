@@ -4,9 +4,12 @@
     y_j     ~ Binomial(n_j, theta_j)
 
 A model file defines `build(data)` -> pm.Model, where `data` has columns group, trials
-and successes, and `new_group(model)`, called inside the model's context, which returns the
-success probability of a group that is not in the data. `POPULATION_MEAN` names the
-deterministic holding the population's mean success probability, or is None.
+and successes, with coords `group`, the success probabilities `theta` and the observed
+successes `y`; and `new_group(model, trials)`, called inside the model's context, which
+defines `theta_new`, the success probability of a group that is not in the data, and
+returns `y_new`, its successes in `trials` trials under the model's likelihood.
+`POPULATION_MEAN` names the deterministic holding the population's mean success
+probability, or is None. docs/extending.md says more.
 """
 
 import pymc as pm
@@ -21,9 +24,10 @@ def build(data):
     return model
 
 
-def new_group(model):
+def new_group(model, trials):
     # Groups share nothing here, so the data say nothing about a new one: its prior.
-    return pm.Beta("theta_new", alpha=0.5, beta=0.5)
+    theta_new = pm.Beta("theta_new", alpha=0.5, beta=0.5)
+    return pm.Binomial("y_new", n=trials, p=theta_new)
 
 
 def exact_loo(data):

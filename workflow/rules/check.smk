@@ -14,11 +14,11 @@ rule ppc:
             subcategory="{model}",
             labels={"data set": "{dataset}", "model": "{model}", "table": "p-values"},
         ),
+    log:
+        "logs/{dataset}/{model}/ppc.log",
     params:
         seed=lambda w: job_seed(w, "ppc"),
         ci_prob=config["plots"]["ci_prob"],
-    log:
-        "logs/{dataset}/{model}/ppc.log",
     run:
         run_step(rule, input, output, params, log)
 
@@ -30,10 +30,10 @@ rule plot_ppc:
         pvalues="results/{dataset}/{model}/ppc_pvalues.csv",
     output:
         figure=report_figure("results/{dataset}/{model}/ppc.png", "ppc", "Posterior predictive checks"),
+    log:
+        "logs/{dataset}/{model}/plot_ppc.log",
     params:
         ci_prob=config["plots"]["ci_prob"],
         max_groups=config["plots"]["max_groups"],
-    log:
-        "logs/{dataset}/{model}/plot_ppc.log",
     run:
         run_step(rule, input, output, params, log)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.io import strip_wildcard_constraints
 
 SCRIPTS = Path(workflow.basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -70,10 +71,7 @@ def run_step(rule, input, output, params, log, threads=1):
     if script not in input.get("code", []):
         raise WorkflowError(f"the input `code` of {rule} must hold {script} (use step_code)")
     kwargs = {
-        name: _plain(value)
-        for named in (input, output, params)
-        for name, value in named.items()
-        if name != "code"
+        name: _plain(value) for named in (input, output, params) for name, value in named.items() if name != "code"
     }
     worker.run_step(script, kwargs=kwargs, log=log[0], threads=threads)
 
@@ -143,38 +141,29 @@ def job_seed(wildcards, purpose):
     return derive_seed(config["sampling"]["seed"], wildcards.dataset, wildcards.model, purpose)
 
 
-PER_MODEL = [
-    "trace.nc",
-    "loo.nc",
-    "summary.csv",
-    "diagnostics.json",
-    "new_group.nc",
-    "model_graph.png",
-    "model_graph.svg",
-    "trace.png",
-    "forest.png",
-    "new_group.png",
-    "ppc.nc",
-    "ppc_pvalues.csv",
-    "ppc.png",
-]
-
-
-def model_targets(dataset, model):
-    names = PER_MODEL + (["population_mean.png"] if population_mean(model) else [])
-    return [f"results/{dataset}/{model}/{name}" for name in names]
+# Rules whose outputs are made only when asked for by name (`snakemake sbc`).
+ON_REQUEST = {"sbc_fit", "plot_sbc"}
+# Rules that apply only to some models: rule name -> which models.
+ONLY_FOR = {"plot_population_mean": lambda model: population_mean(model) is not None}
 
 
 def all_targets():
+    """Every output of every rule, for each data set and model.
+
+    The rules are the one place that names outputs: this list, the tests and
+    docs/outputs.md (checked by tests/test_docs.py) all derive from them, so a new rule's
+    outputs are made by `snakemake` with no other edit. Called after every rule is defined.
+    """
     targets = []
-    for dataset in DATASETS:
-        targets.append(f"results/{dataset}/data.csv")
-        targets.append(f"results/{dataset}/forest_models.png")
-        targets.append(f"results/{dataset}/comparison.csv")
-        targets.append(f"results/{dataset}/comparison.png")
-        targets.append(f"results/{dataset}/shrinkage.png")
-        for model in MODELS:
-            targets += model_targets(dataset, model)
+    for step in workflow.rules:
+        if step.name in ON_REQUEST or not step.output:
+            continue
+        applies = ONLY_FOR.get(step.name, lambda model: True)
+        for pattern in map(strip_wildcard_constraints, step.output):
+            if "{model}" in pattern:
+                targets += expand(pattern, dataset=DATASETS, model=[m for m in MODELS if applies(m)])
+            else:
+                targets += expand(pattern, dataset=DATASETS)
     return targets
 
 

@@ -7,6 +7,8 @@ rule loo:
         trace="results/{dataset}/{model}/trace.nc",
     output:
         loo="results/{dataset}/{model}/loo.nc",
+    log:
+        "logs/{dataset}/{model}/loo.log",
     params:
         # Refits sample like the fit itself: its own settings, the data set's sampling.
         settings=lambda w: config["models"][w.model],
@@ -14,8 +16,6 @@ rule loo:
         seed=lambda w: job_seed(w, "loo"),
         k_threshold=config["compare"]["pareto_k_threshold"],
         max_refits=config["compare"]["max_refits"],
-    log:
-        "logs/{dataset}/{model}/loo.log",
     run:
         run_step(rule, input, output, params, log)
 
@@ -38,10 +38,10 @@ rule compare:
             category="Model comparison",
             labels={"data set": "{dataset}", "figure": "comparison"},
         ),
+    log:
+        "logs/{dataset}/compare.log",
     params:
         models=MODELS,
         k_threshold=config["compare"]["pareto_k_threshold"],
-    log:
-        "logs/{dataset}/compare.log",
     run:
         run_step(rule, input, output, params, log)

@@ -5,12 +5,12 @@ rule prepare_data:
         source=lambda w: config["datasets"][w.dataset]["path"],
     output:
         table="results/{dataset}/data.csv",
+    log:
+        "logs/{dataset}/prepare_data.log",
     params:
         group=lambda w: config["datasets"][w.dataset]["group"],
         trials=lambda w: config["datasets"][w.dataset]["trials"],
         successes=lambda w: config["datasets"][w.dataset]["successes"],
         delimiter=lambda w: config["datasets"][w.dataset]["delimiter"],
-    log:
-        "logs/{dataset}/prepare_data.log",
     run:
         run_step(rule, input, output, params, log)

@@ -12,12 +12,12 @@ rule diagnose:
             labels={"data set": "{dataset}", "model": "{model}", "table": "summary"},
         ),
         diagnostics="results/{dataset}/{model}/diagnostics.json",
+    log:
+        "logs/{dataset}/{model}/diagnose.log",
+    threads: summary_threads
     params:
         thresholds={k: v for k, v in config["diagnostics"].items() if k != "strict"},
         strict=config["diagnostics"]["strict"],
         ci_prob=config["plots"]["ci_prob"],
-    threads: summary_threads
-    log:
-        "logs/{dataset}/{model}/diagnose.log",
     run:
         run_step(rule, input, output, params, log, threads)

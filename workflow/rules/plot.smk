@@ -19,10 +19,10 @@ rule plot_trace:
         trace="results/{dataset}/{model}/trace.nc",
     output:
         figure=report_figure("results/{dataset}/{model}/trace.png", "trace", "Traces"),
-    params:
-        max_groups=config["plots"]["max_groups"],
     log:
         "logs/{dataset}/{model}/plot_trace.log",
+    params:
+        max_groups=config["plots"]["max_groups"],
     run:
         run_step(rule, input, output, params, log)
 
@@ -33,11 +33,11 @@ rule plot_forest:
         trace="results/{dataset}/{model}/trace.nc",
     output:
         figure=report_figure("results/{dataset}/{model}/forest.png", "forest", "Success probabilities"),
+    log:
+        "logs/{dataset}/{model}/plot_forest.log",
     params:
         ci_prob=config["plots"]["ci_prob"],
         max_groups=config["plots"]["max_groups"],
-    log:
-        "logs/{dataset}/{model}/plot_forest.log",
     run:
         run_step(rule, input, output, params, log)
 
@@ -50,12 +50,12 @@ rule plot_models_forest:
         traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
     output:
         figure=report_figure("results/{dataset}/forest_models.png", "forest_models", "Success probabilities"),
+    log:
+        "logs/{dataset}/plot_models_forest.log",
     params:
         models=MODELS,
         ci_prob=config["plots"]["ci_prob"],
         max_groups=config["plots"]["max_groups"],
-    log:
-        "logs/{dataset}/plot_models_forest.log",
     run:
         run_step(rule, input, output, params, log)
 
@@ -66,10 +66,10 @@ rule plot_new_group:
         prediction="results/{dataset}/{model}/new_group.nc",
     output:
         figure=report_figure("results/{dataset}/{model}/new_group.png", "new_group", "New group"),
-    params:
-        ci_prob=config["plots"]["ci_prob"],
     log:
         "logs/{dataset}/{model}/plot_new_group.log",
+    params:
+        ci_prob=config["plots"]["ci_prob"],
     run:
         run_step(rule, input, output, params, log)
 
@@ -81,12 +81,12 @@ rule plot_population_mean:
         trace="results/{dataset}/{model}/trace.nc",
     output:
         figure=report_figure("results/{dataset}/{model}/population_mean.png", "population_mean", "Population"),
+    log:
+        "logs/{dataset}/{model}/plot_population_mean.log",
     params:
         variable=lambda w: population_mean(w.model),
         ci_prob=config["plots"]["ci_prob"],
         bins=config["plots"]["map_bins"],
-    log:
-        "logs/{dataset}/{model}/plot_population_mean.log",
     run:
         run_step(rule, input, output, params, log)
 
@@ -99,9 +99,9 @@ rule plot_shrinkage:
         traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
     output:
         figure=report_figure("results/{dataset}/shrinkage.png", "shrinkage", "Success probabilities"),
-    params:
-        models=MODELS,
     log:
         "logs/{dataset}/plot_shrinkage.log",
+    params:
+        models=MODELS,
     run:
         run_step(rule, input, output, params, log)

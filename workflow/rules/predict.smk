@@ -7,10 +7,10 @@ rule predict:
         trace="results/{dataset}/{model}/trace.nc",
     output:
         prediction="results/{dataset}/{model}/new_group.nc",
+    log:
+        "logs/{dataset}/{model}/predict.log",
     params:
         new_trials=config["predict"]["new_trials"],
         seed=lambda w: job_seed(w, "predict"),
-    log:
-        "logs/{dataset}/{model}/predict.log",
     run:
         run_step(rule, input, output, params, log)

@@ -6,6 +6,12 @@ rule sample:
         model_file=model_path,
     output:
         trace="results/{dataset}/{model}/trace.nc",
+    log:
+        "logs/{dataset}/{model}/sample.log",
+    threads: sample_threads
+    resources:
+        mem_mb=sample_mem_mb,
+        runtime=sample_runtime,
     params:
         dataset="{dataset}",
         model="{model}",
@@ -13,11 +19,5 @@ rule sample:
         settings=lambda w: config["models"][w.model],
         sampling=config["sampling"],
         seed=lambda w: job_seed(w, "sample"),
-    threads: sample_threads
-    resources:
-        mem_mb=sample_mem_mb,
-        runtime=sample_runtime,
-    log:
-        "logs/{dataset}/{model}/sample.log",
     run:
         run_step(rule, input, output, params, log, threads)

@@ -16,13 +16,13 @@ rule sbc_fit:
             subcategory="{model}",
             labels={"data set": "{dataset}", "model": "{model}", "table": "uniformity"},
         ),
+    log:
+        "logs/{dataset}/{model}/sbc_fit.log",
     params:
         settings=lambda w: config["models"][w.model],
         sbc=config["sbc"],
         sampler=config["sampling"]["sampler"],
         seed=lambda w: job_seed(w, "sbc"),
-    log:
-        "logs/{dataset}/{model}/sbc_fit.log",
     run:
         run_step(rule, input, output, params, log)
 

@@ -120,19 +120,17 @@ def predictive_log_likelihood(module, posterior, fitted_table, left_out, *, seed
 def cross_validate(
     module, posterior, trace_path, table, *, method: str, sampling: dict, settings: dict, seed: int, k_threshold: float, max_refits: int
 ):
-    import warnings
-
-    import arviz as az
     import xarray as xr
     from arviz_stats import reloo
-    from scipy.special import logsumexp
+    from arviz_stats.utils import ELPDDataLOO
 
     import mcmc_stats
+    import psis
 
     groups = table["group"].tolist()
     loglik = group_log_likelihood(module, posterior, table, trace_path)
     n_samples = loglik.shape[0] * loglik.shape[1]
-    lpd = logsumexp(loglik, axis=(0, 1)) - np.log(n_samples)
+    lpd = psis.lppd(loglik)
     if hasattr(module, "exact_loo"):
         constant = np.ones(len(groups), dtype=bool)
         elpd = np.asarray(module.exact_loo(table), dtype=float)
@@ -144,28 +142,31 @@ def cross_validate(
     source = np.where(constant, "closed form", "psis").astype(object)
     varying = np.flatnonzero(~constant)
     if varying.size:
-        tree = as_tree(posterior, loglik[..., varying], [groups[i] for i in varying])
-        with warnings.catch_warnings():
-            # ArviZ warns about high k in general; refits follow, and the table says so.
-            warnings.filterwarnings("ignore", message=".*[Pp]areto.*")
-            # ArviZ's r_eff, computed for all parameters at once (it loops over them).
-            psis = az.loo(tree, pointwise=True, reff=mcmc_stats.relative_ess(posterior))
-            pareto_k[varying] = psis.pareto_k.values
-            elpd[varying] = psis.elpd_i.values
-            flagged = varying[psis.pareto_k.values > k_threshold]
-            if flagged.size > max_refits:
-                log.warning(
-                    "Pareto k above %s for %d groups, more than compare.max_refits (%d): their PSIS values are kept",
-                    k_threshold, flagged.size, max_refits,
-                )
-            elif flagged.size:
-                wrapper = make_refitter(
-                    module, table, varying, method=method, sampling=sampling, settings=settings, seed=seed, idata=tree,
-                )
-                refitted = reloo(wrapper, loo_orig=psis, k_threshold=k_threshold, pointwise=True)
-                elpd[varying] = refitted.elpd_i.values
-                source[flagged] = "refit"
-                mcse[flagged] = [wrapper.mcse[groups[i]] for i in flagged]
+        # ArviZ's r_eff, computed for all parameters at once (it loops over them), and its
+        # PSIS-LOO, computed for all groups at once (it loops over them too).
+        elpd[varying], pareto_k[varying] = psis.loo_pointwise(loglik[..., varying], mcmc_stats.relative_ess(posterior))
+        flagged = varying[pareto_k[varying] > k_threshold]
+        if flagged.size > max_refits:
+            log.warning(
+                "Pareto k above %s for %d groups, more than compare.max_refits (%d): their PSIS values are kept",
+                k_threshold, flagged.size, max_refits,
+            )
+        elif flagged.size:
+            names = [groups[i] for i in varying]
+            tree = as_tree(posterior, loglik[..., varying], names)
+            wrapper = make_refitter(
+                module, table, varying, method=method, sampling=sampling, settings=settings, seed=seed, idata=tree,
+            )
+            first = ELPDDataLOO(
+                elpd=float(elpd[varying].sum()), se=0.0, p=float((lpd - elpd)[varying].sum()), n_samples=n_samples,
+                n_data_points=varying.size, scale="log", warning=True, good_k=k_threshold,
+                elpd_i=xr.DataArray(elpd[varying], dims="group", coords={"group": names}),
+                pareto_k=xr.DataArray(pareto_k[varying], dims="group", coords={"group": names}),
+            )
+            refitted = reloo(wrapper, loo_orig=first, k_threshold=k_threshold, pointwise=True)
+            elpd[varying] = refitted.elpd_i.values
+            source[flagged] = "refit"
+            mcse[flagged] = [wrapper.mcse[groups[i]] for i in flagged]
     return xr.Dataset(
         {
             "elpd_i": ("group", elpd),

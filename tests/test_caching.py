@@ -7,6 +7,7 @@ and puts the project back as it was.
 
 import os
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,22 @@ def test_editing_a_plotting_script_reruns_that_plot_only(project):
         planned = planned_outputs(project)
     assert planned == {p for p in outputs(project) if p.endswith("/trace.png")}
     assert len(planned) == 2 * len(MODELS)
+
+
+def test_a_new_rule_makes_its_outputs_only(project):
+    """A figure added as docs/extending.md says (tests/test_docs.py) reruns nothing else."""
+    from test_docs import DUMMY_RULE, DUMMY_STEP
+
+    step, caption = project / "scripts" / "plot_dummy.py", project / "workflow" / "report" / "dummy.rst"
+    step.write_text(textwrap.dedent(DUMMY_STEP).lstrip())
+    caption.write_text("A dummy figure.\n")
+    try:
+        with edited(project / "workflow" / "rules" / "plot.smk", DUMMY_RULE):
+            planned = planned_outputs(project)
+    finally:
+        step.unlink()
+        caption.unlink()
+    assert planned == {f"results/{d}/{m}/dummy.png" for d in ("spacex", "other") for m in MODELS}
 
 
 def test_editing_the_sampling_script_reruns_every_model(project):

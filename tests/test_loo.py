@@ -171,3 +171,30 @@ def test_a_refit_of_every_group_agrees_with_quadrature(spacex_traces, spacex_pre
     # Within 4 of each refit's own Monte Carlo error (and the grid's 0.005).
     error = np.abs(result["elpd_i"].values - reference)
     assert (error <= 4 * result["refit_mcse"].values + 0.005).all(), (error, result["refit_mcse"].values)
+
+
+@pytest.mark.parametrize(("chains", "draws_per_chain", "r_eff"), [(4, 1000, 1.0), (2, 300, 0.6), (1, 100, 1.0)])
+def test_vectorised_psis_equals_arviz(chains, draws_per_chain, r_eff):
+    """scripts/psis.py gives arviz-stats' PSIS-LOO values, from good to very bad Pareto k."""
+    import warnings
+
+    import arviz as az
+
+    import psis
+
+    rng = np.random.default_rng(chains * draws_per_chain)
+    groups = 150
+    loglik = -np.abs(rng.standard_t(3, size=(chains, draws_per_chain, groups))) * rng.uniform(0.05, 3, groups) - 1
+    tree = xr.DataTree.from_dict({
+        "/posterior": draws(a=rng.normal(size=(chains, draws_per_chain))),
+        "/log_likelihood": xr.Dataset({"y": (("chain", "draw", "group"), loglik)}),
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = az.loo(tree, pointwise=True, reff=r_eff)
+    elpd, pareto_k = psis.loo_pointwise(loglik, r_eff)
+    p = psis.lppd(loglik) - elpd
+    assert pareto_k.min() < 0.5 and pareto_k.max() > 1  # both regimes are exercised
+    np.testing.assert_allclose(elpd, reference.elpd_i.values, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(pareto_k, reference.pareto_k.values, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(p.sum(), reference.p, rtol=1e-10)

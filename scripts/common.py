@@ -96,15 +96,8 @@ def read_datatree(path: str | Path, rule_hint: str = ""):
     import xarray as xr
 
     path = Path(path)
-    try:
-        with xr.open_datatree(path, engine="netcdf4") as lazy:
-            tree = lazy.load()
-    except Exception as exc:  # netCDF4/HDF5 raise a zoo of types for damaged files
-        raise UserError(
-            f"{path}: cannot be read as NetCDF ({type(exc).__name__}: {exc}); "
-            f"rebuild it with `snakemake --forcerun {rule_hint or 'sample'}`"
-        ) from exc
-    return tree
+    with readable(path, rule_hint), xr.open_datatree(path, engine="netcdf4") as lazy:
+        return lazy.load()
 
 
 def read_variables(path: str | Path, group: str, names: list[str] | None = None, rule_hint: str = "", select: dict | None = None):
@@ -117,16 +110,21 @@ def read_variables(path: str | Path, group: str, names: list[str] | None = None,
     import xarray as xr
 
     path = Path(path)
+    with readable(path, rule_hint), xr.open_dataset(path, group=group, engine="netcdf4") as lazy:
+        chosen = lazy[names] if names is not None else lazy
+        return (chosen.sel(select) if select else chosen).load()
+
+
+@contextlib.contextmanager
+def readable(path: Path, rule_hint: str) -> Iterator[None]:
+    """A failure to read a NetCDF file as one line naming it and the rule that rebuilds it."""
     try:
-        with xr.open_dataset(path, group=group, engine="netcdf4") as lazy:
-            chosen = lazy[names] if names is not None else lazy
-            dataset = (chosen.sel(select) if select else chosen).load()
+        yield
     except Exception as exc:  # netCDF4/HDF5 raise a zoo of types for damaged files
         raise UserError(
             f"{path}: cannot be read as NetCDF ({type(exc).__name__}: {exc}); "
             f"rebuild it with `snakemake --forcerun {rule_hint or 'sample'}`"
         ) from exc
-    return dataset
 
 
 def write_datatree(tree, path: str | Path) -> None:

@@ -132,3 +132,12 @@ def test_prediction_uses_the_models_new_group(overdispersed, spacex_prepared, tm
     theta = read_datatree(trace)["posterior"]["theta"].values.ravel()
     assert not np.allclose(theta_new, theta)
     assert abs(y_new.mean() - 10 * theta_new.mean()) < 5 * y_new.std() / np.sqrt(y_new.size)
+
+
+def test_pvalues_in_blocks_equal_the_whole(checks, spacex_prepared):
+    """Blocks of groups only bound the memory: the table is the same for any block size."""
+    table = read_prepared(spacex_prepared)
+    y_rep = read_datatree(checks["hierarchical"][0])["posterior_predictive"].to_dataset()
+    whole = ppc.p_values(y_rep, table, 0.94)
+    for block in (1, 3):
+        pd.testing.assert_frame_equal(ppc.p_values(y_rep, table, 0.94, block=block), whole)

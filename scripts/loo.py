@@ -130,7 +130,9 @@ def cross_validate(
     groups = table["group"].tolist()
     loglik = group_log_likelihood(module, posterior, table, trace_path)
     n_samples = loglik.shape[0] * loglik.shape[1]
-    lpd = psis.lppd(loglik)
+    # One row of draws per group, made once: PSIS and lppd both reduce along it.
+    rows = psis.by_observation(loglik)
+    lpd = psis.lppd(rows)
     if hasattr(module, "exact_loo"):
         constant = np.ones(len(groups), dtype=bool)
         elpd = np.asarray(module.exact_loo(table), dtype=float)
@@ -144,7 +146,8 @@ def cross_validate(
     if varying.size:
         # ArviZ's r_eff, computed for all parameters at once (it loops over them), and its
         # PSIS-LOO, computed for all groups at once (it loops over them too).
-        elpd[varying], pareto_k[varying] = psis.loo_pointwise(loglik[..., varying], mcmc_stats.relative_ess(posterior))
+        subset = rows if varying.size == len(groups) else rows[varying]
+        elpd[varying], pareto_k[varying] = psis.loo_pointwise(subset, mcmc_stats.relative_ess(posterior))
         flagged = varying[pareto_k[varying] > k_threshold]
         if flagged.size > max_refits:
             log.warning(

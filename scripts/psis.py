@@ -85,16 +85,14 @@ def by_observation(loglik):
     return np.ascontiguousarray(np.asarray(loglik, dtype=float).reshape(-1, np.shape(loglik)[-1]).T)
 
 
-def lppd(loglik):
-    """log of each observation's mean likelihood over the draws."""
-    draws = by_observation(loglik)
+def lppd(draws):
+    """log of each observation's mean likelihood, from its row of draws (`by_observation`)."""
     return logsumexp(draws, axis=1) - np.log(draws.shape[1])
 
 
-def loo_pointwise(loglik, r_eff: float = 1.0):
-    """elpd_i and Pareto k per observation from a (chain, draw, observation) array
-    (p_i is `lppd(loglik) - elpd_i`)."""
-    draws = by_observation(loglik)
+def loo_pointwise(draws, r_eff: float = 1.0):
+    """elpd_i and Pareto k per observation, from its row of log-likelihood draws
+    (`by_observation`; p_i is `lppd(draws) - elpd_i`)."""
     elpd, pareto_k = np.empty(len(draws)), np.empty(len(draws))
     for start in range(0, len(draws), BLOCK):
         block = draws[start : start + BLOCK]

@@ -185,8 +185,9 @@ def test_vectorised_psis_equals_arviz(chains, draws_per_chain, r_eff):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = az.loo(tree, pointwise=True, reff=r_eff)
-    elpd, pareto_k = psis.loo_pointwise(loglik, r_eff)
-    p = psis.lppd(loglik) - elpd
+    rows = psis.by_observation(loglik)
+    elpd, pareto_k = psis.loo_pointwise(rows, r_eff)
+    p = psis.lppd(rows) - elpd
     assert pareto_k.min() < 0.5 and pareto_k.max() > 1  # both regimes are exercised
     np.testing.assert_allclose(elpd, reference.elpd_i.values, rtol=0, atol=1e-10)
     np.testing.assert_allclose(pareto_k, reference.pareto_k.values, rtol=0, atol=1e-10)

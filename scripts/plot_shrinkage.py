@@ -7,13 +7,12 @@ pulls a group toward the population, the more so the fewer its trials.
 
 import numpy as np
 
-from common import read_datatree, read_prepared, save_figure
+from common import read_prepared, read_variables, save_figure
 
 LABELLED_GROUPS = 20  # above this many groups, labels would only clutter
 
 
-def posterior_means(trace, groups) -> np.ndarray:
-    theta = trace["posterior"]["theta"]
+def posterior_means(theta, groups) -> np.ndarray:
     means = theta.mean(("chain", "draw"))
     if "group" not in means.dims:
         return np.full(len(groups), float(means))
@@ -35,7 +34,8 @@ def main(data: str, traces: list[str], figure: str, *, models: list[str]) -> Non
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="own data only (raw rate)")
     axis.axhline(pooled, color="black", linestyle=":", linewidth=1, label=f"pooled rate {pooled:.3f}")
     for name, path in zip(model_names, trace_paths, strict=True):
-        means = posterior_means(read_datatree(path, rule_hint="sample"), table["group"])
+        theta = read_variables(path, "posterior", ["theta"], rule_hint="sample")["theta"]
+        means = posterior_means(theta, table["group"])
         axis.scatter(raw, means, s=sizes, alpha=0.7, label=name)
     if len(table) <= LABELLED_GROUPS:
         for label, x in zip(table["group"], raw, strict=True):

@@ -7,7 +7,7 @@ for every model.
 """
 
 
-from common import load_module, read_datatree, read_prepared, write_datatree
+from common import load_module, read_prepared, read_variables, write_datatree
 
 
 def predict(model, module, trace, *, new_trials: int, seed: int):
@@ -38,15 +38,13 @@ def predict(model, module, trace, *, new_trials: int, seed: int):
 
 
 def main(data: str, model_file: str, trace: str, prediction: str, *, new_trials: int, seed: int) -> None:
-    trace = read_datatree(trace, rule_hint="sample")
-    module = load_module(model_file)
-    model = module.build(read_prepared(data))
-    result = predict(model, module, trace, new_trials=new_trials, seed=seed)
-    result.attrs.update({"new_trials": new_trials, "seed": seed, "trace_model": trace.attrs.get("pipeline_model", "")})
-    write_datatree(_as_tree(result), prediction)
-
-
-def _as_tree(dataset):
     import xarray as xr
 
-    return xr.DataTree.from_dict({"/posterior_predictive": dataset})
+    # The posterior only, as in ppc.py: the trace's log-likelihood is not needed here.
+    posterior = read_variables(trace, "posterior", rule_hint="sample")
+    fitted = read_variables(trace, "/", [], rule_hint="sample").attrs.get("pipeline_model", "")
+    module = load_module(model_file)
+    model = module.build(read_prepared(data))
+    result = predict(model, module, xr.DataTree.from_dict({"/posterior": posterior}), new_trials=new_trials, seed=seed)
+    result.attrs.update({"new_trials": new_trials, "seed": seed, "trace_model": fitted})
+    write_datatree(xr.DataTree.from_dict({"/posterior_predictive": result}), prediction)

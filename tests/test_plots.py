@@ -79,7 +79,8 @@ def test_shrinkage_plots_every_model_and_orders_the_pooling(spacex_traces, space
     from common import read_datatree, read_prepared
 
     table = read_prepared(spacex_prepared)
-    means = {name: plot_shrinkage.posterior_means(read_datatree(path), table["group"]) for name, path in spacex_traces.items()}
+    thetas = {name: read_datatree(path)["posterior"]["theta"] for name, path in spacex_traces.items()}
+    means = {name: plot_shrinkage.posterior_means(theta, table["group"]) for name, theta in thetas.items()}
     raw = (table["successes"] / table["trials"]).to_numpy()
     pooled = table["successes"].sum() / table["trials"].sum()
     # Full pooling: one value for all; the hierarchical models pull small groups away from

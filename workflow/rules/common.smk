@@ -1,6 +1,7 @@
 # Config and table checks, the warm-step glue, target lists, seeds and small helpers.
 
 import ast
+import functools
 import os
 import re
 import sys
@@ -89,6 +90,7 @@ def model_path(wildcards):
     return os.path.relpath(model_file(wildcards.model, config["models"][wildcards.model]))
 
 
+@functools.cache
 def population_mean(model):
     """The model file's POPULATION_MEAN, read without importing it (PyMC is slow to import)."""
     tree = ast.parse(Path(model_file(model, config["models"][model])).read_text())
@@ -98,8 +100,10 @@ def population_mean(model):
     return None
 
 
+@functools.cache
 def group_count(dataset):
-    """Rows of a data set's CSV (an upper bound on its groups), read cheaply at DAG time."""
+    """Rows of a data set's CSV (an upper bound on its groups), read once per data set at DAG
+    time (four resource functions per job ask for it)."""
     with open(config["datasets"][dataset]["path"], "rb") as handle:
         return max(1, sum(1 for _ in handle) - 1)
 

@@ -227,7 +227,7 @@ conn.connect({worker._address(worker._owner())!r})
 try:
     conn.sendall({json.dumps(request).encode() + b"\n"!r})
     print("refused" if conn.recv(100) == b"" else "served")
-except ConnectionResetError:
+except (BrokenPipeError, ConnectionResetError):  # the worker may hang up before the request is sent
     print("refused")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

@@ -105,14 +105,12 @@ def predictive_log_likelihood(module, posterior, fitted_table, left_out, *, seed
         return np.asarray(module.group_log_likelihood(posterior, left_out))
     # No closed form: the model's own new group, theta_new ~ p(theta | draw), stands for the
     # left-out group; its Binomial likelihood, averaged over draws, is p(y_j | y_-j).
-    import xarray as xr
     from scipy import stats
 
     import predict
 
     model = module.build(fitted_table)
-    tree = xr.DataTree.from_dict({"/posterior": posterior})
-    theta = predict.predict(model, module, tree, new_trials=1, seed=seed)["theta_new"].values
+    theta = predict.predict(model, module, posterior, new_trials=1, seed=seed)["theta_new"].values
     n, y = left_out["trials"].to_numpy(), left_out["successes"].to_numpy()
     return stats.binom.logpmf(y, n, theta[..., None])
 

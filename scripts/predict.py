@@ -10,8 +10,8 @@ for every model.
 from common import load_module, read_prepared, read_variables, write_datatree
 
 
-def predict(model, module, trace, *, new_trials: int, seed: int):
-    """theta_new and y_new once per posterior draw, as a Dataset over (chain, draw).
+def predict(model, module, posterior, *, new_trials: int, seed: int):
+    """theta_new and y_new once per draw of `posterior` (a Dataset over chain and draw).
 
     The forward graph is vectorised over all draws and evaluated once (PyMC's
     `vectorize_over_posterior`), instead of once per draw as `sample_posterior_predictive`
@@ -26,7 +26,6 @@ def predict(model, module, trace, *, new_trials: int, seed: int):
     with model:
         y_new = module.new_group(model, new_trials)
     theta_new = model["theta_new"]
-    posterior = trace["posterior"].to_dataset()
     # Copies as outputs, not the variables themselves: PyMC resizes a random variable that
     # owes nothing to the fit (no pooling's new group is its prior) to one draw per
     # posterior draw only when it is not itself an output.
@@ -45,6 +44,6 @@ def main(data: str, model_file: str, trace: str, prediction: str, *, new_trials:
     fitted = read_variables(trace, "/", [], rule_hint="sample").attrs.get("pipeline_model", "")
     module = load_module(model_file)
     model = module.build(read_prepared(data))
-    result = predict(model, module, xr.DataTree.from_dict({"/posterior": posterior}), new_trials=new_trials, seed=seed)
+    result = predict(model, module, posterior, new_trials=new_trials, seed=seed)
     result.attrs.update({"new_trials": new_trials, "seed": seed, "trace_model": fitted})
     write_datatree(xr.DataTree.from_dict({"/posterior_predictive": result}), prediction)

@@ -151,12 +151,22 @@ def test_no_value_rests_on_a_high_pareto_k(cross_validated):
 
 
 @pytest.mark.slow
-def test_a_refit_of_every_group_agrees_with_quadrature(spacex_traces, spacex_prepared, spacex, tmp_path):
-    """Brute force: with a threshold below every k, each group is refitted (reloo)."""
+@pytest.mark.parametrize("closed_form", [True, False], ids=["group likelihood", "new group drawn"])
+def test_a_refit_of_every_group_agrees_with_quadrature(spacex_traces, spacex_prepared, spacex, tmp_path, closed_form):
+    """Brute force: with a threshold below every k, each group is refitted (reloo). A model
+    file without `group_log_likelihood` is refitted too: its left-out group's likelihood is
+    averaged over the model's own new group (loo.predictive_log_likelihood)."""
     _, trials, successes = spacex
     reference = [exact.hierarchical_loo(trials, successes, j) for j in range(len(trials))]
+    model_file = MODELS / "hierarchical.py"
+    if not closed_form:
+        source = model_file.read_text()
+        assert "def group_log_likelihood(" in source
+        model_file = tmp_path / "hierarchical_without_group_likelihood.py"
+        model_file.write_text(source.replace("def group_log_likelihood(", "def _hidden_group_log_likelihood("))
+        assert not hasattr(load_module(model_file), "group_log_likelihood")
     path = tmp_path / "hierarchical.nc"
-    loo.main(str(spacex_prepared), str(MODELS / "hierarchical.py"), str(spacex_traces["hierarchical"]), str(path),
+    loo.main(str(spacex_prepared), str(model_file), str(spacex_traces["hierarchical"]), str(path),
              sampling=SAMPLING, settings={"target_accept": TARGET_ACCEPT["hierarchical"]}, seed=5,
              k_threshold=-1.0, max_refits=10)
     result = read_datatree(path)["loo"]

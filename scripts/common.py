@@ -116,7 +116,7 @@ def read_variables(path: str | Path, group: str, names: list[str] | None = None,
 
 
 @contextlib.contextmanager
-def readable(path: Path, rule_hint: str) -> Iterator[None]:
+def readable(path: str | Path, rule_hint: str) -> Iterator[None]:
     """A failure to read a NetCDF file as one line naming it and the rule that rebuilds it."""
     try:
         yield

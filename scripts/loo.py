@@ -25,7 +25,7 @@ import logging
 
 import numpy as np
 
-from common import derive_seed, load_module, read_prepared, read_variables, write_datatree
+from common import derive_seed, load_module, read_prepared, read_variables, readable, write_datatree
 
 log = logging.getLogger("pipeline.loo")
 
@@ -128,15 +128,15 @@ def cross_validate(
     groups = table["group"].tolist()
     loglik = group_log_likelihood(module, posterior, table, trace_path)
     n_samples = loglik.shape[0] * loglik.shape[1]
-    # One row of draws per group, made once: PSIS and lppd both reduce along it.
+    # One row of draws per group, made once: every reduction over draws below runs along it.
     rows = psis.by_observation(loglik)
     lpd = psis.lppd(rows)
     if hasattr(module, "exact_loo"):
         constant = np.ones(len(groups), dtype=bool)
         elpd = np.asarray(module.exact_loo(table), dtype=float)
     else:
-        constant = np.ptp(loglik, axis=(0, 1)) == 0
-        elpd = np.where(constant, loglik[0, 0], np.nan)
+        constant = np.ptp(rows, axis=1) == 0
+        elpd = np.where(constant, rows[:, 0], np.nan)
     pareto_k = np.full(len(groups), np.nan)
     mcse = np.where(constant, 0.0, np.nan)
     source = np.where(constant, "closed form", "psis").astype(object)
@@ -192,11 +192,8 @@ def main(data: str, model_file: str, trace: str, loo: str, *, sampling: dict, se
     method = sample.method_of(module, settings, model_file)
     # The posterior is opened, not read: the model's group likelihood reads the variables it
     # needs (the hierarchical model: alpha and beta, not 10,000 thetas).
-    try:
+    with readable(trace, "sample"):
         opened = xr.open_dataset(trace, group="posterior", engine="netcdf4")
-    except Exception:  # a damaged file: read_variables says which and how to rebuild it
-        read_variables(trace, "posterior", rule_hint="sample")
-        raise
     with opened as posterior:
         result = cross_validate(
             module, posterior, trace, table, method=method, sampling=sampling, settings=settings, seed=seed,

@@ -115,6 +115,11 @@ def read_variables(path: str | Path, group: str, names: list[str] | None = None,
         return (chosen.sel(select) if select else chosen).load()
 
 
+def fitted_model(trace: str | Path) -> str:
+    """The name of the model a trace was sampled from (its provenance), read without its variables."""
+    return read_variables(trace, "/", [], rule_hint="sample").attrs.get("pipeline_model", "")
+
+
 @contextlib.contextmanager
 def readable(path: str | Path, rule_hint: str) -> Iterator[None]:
     """A failure to read a NetCDF file as one line naming it and the rule that rebuilds it."""

@@ -8,7 +8,7 @@ the fleet's success rate by full pooling.
 
 import numpy as np
 
-from common import atomic_path, load_module, read_prepared, read_variables, write_datatree
+from common import atomic_path, fitted_model, load_module, read_prepared, read_variables, write_datatree
 
 
 def replicate(model, table, posterior, *, seed: int):
@@ -86,7 +86,7 @@ def main(data: str, model_file: str, trace: str, replicated: str, pvalues: str, 
     # its posterior and not needed here.
     posterior = read_variables(trace, "posterior", rule_hint="sample")
     observed = read_variables(trace, "observed_data", rule_hint="sample")
-    fitted = read_variables(trace, "/", [], rule_hint="sample").attrs.get("pipeline_model", "")
+    fitted = fitted_model(trace)
     table = read_prepared(data)
     model = load_module(model_file).build(table)
     y_rep = replicate(model, table, posterior, seed=seed)

@@ -7,7 +7,7 @@ for every model.
 """
 
 
-from common import load_module, read_prepared, read_variables, write_datatree
+from common import fitted_model, load_module, read_prepared, read_variables, write_datatree
 
 
 def predict(model, module, posterior, *, new_trials: int, seed: int):
@@ -41,7 +41,7 @@ def main(data: str, model_file: str, trace: str, prediction: str, *, new_trials:
 
     # The posterior only, as in ppc.py: the trace's log-likelihood is not needed here.
     posterior = read_variables(trace, "posterior", rule_hint="sample")
-    fitted = read_variables(trace, "/", [], rule_hint="sample").attrs.get("pipeline_model", "")
+    fitted = fitted_model(trace)
     module = load_module(model_file)
     model = module.build(read_prepared(data))
     result = predict(model, module, posterior, new_trials=new_trials, seed=seed)

@@ -71,3 +71,18 @@ def test_unreadable_netcdf_names_file_and_recovery(tmp_path):
         read_datatree(broken, rule_hint="sample")
     assert str(broken) in str(caught.value)
     assert "snakemake --forcerun sample" in str(caught.value)
+
+
+def test_fitted_model_reads_the_traces_provenance_only(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from common import fitted_model, write_datatree
+
+    posterior = xr.Dataset({"theta": (("chain", "draw"), np.zeros((1, 3)))})
+    tree = xr.DataTree.from_dict({"/posterior": posterior})
+    tree.attrs["pipeline_model"] = "hierarchical"
+    write_datatree(tree, tmp_path / "trace.nc")
+    assert fitted_model(tmp_path / "trace.nc") == "hierarchical"
+    write_datatree(xr.DataTree.from_dict({"/posterior": posterior}), tmp_path / "other.nc")
+    assert fitted_model(tmp_path / "other.nc") == ""

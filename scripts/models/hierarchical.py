@@ -113,21 +113,19 @@ def group_log_likelihood(posterior, data):
     for start in range(0, alpha.size, step):
         a, b = alpha[start : start + step, None], beta[start : start + step, None]
         if largest <= 100_000:
-            def at(table, counts):
-                return np.take_along_axis(table, np.broadcast_to(counts, (table.shape[0], counts.size)), axis=1)
-
-            block = (at(log_rising_factorials(a, largest), y) + at(log_rising_factorials(b, largest), n - y)
-                     - at(log_rising_factorials(a + b, largest), n))
+            block = log_rising_factorial(a, y) + log_rising_factorial(b, n - y) - log_rising_factorial(a + b, n)
         else:
             block = special.betaln(y + a, n - y + b) - special.betaln(a, b)
         result[start : start + step] = log_choose + block
     return result.reshape(*posterior["alpha"].shape, n.size)
 
 
-def log_rising_factorials(c, largest):
-    """sum_{k < x} log(c + k) = log(c (c + 1) ... (c + x - 1)), for x = 0 .. largest, per row of c."""
-    k = np.arange(largest)
-    return np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(np.log(c + k), axis=1)], axis=1)
+def log_rising_factorial(c, counts):
+    """sum_{k < x} log(c + k) = log(c (c + 1) ... (c + x - 1)) for each row of c (a column)
+    and each whole count x: one cumulative sum per row, up to the largest count, read at every count."""
+    k = np.arange(counts.max())
+    table = np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(np.log(c + k), axis=1)], axis=1)
+    return np.take_along_axis(table, np.broadcast_to(counts, (c.shape[0], counts.size)), axis=1)
 
 
 def betabinomial_loglik(alpha, beta, counts):

@@ -271,8 +271,10 @@ def build(data):
     return model
 
 
-def new_group(model):
-    return pm.Deterministic("theta_new", pm.math.invlogit(pm.Normal("logit_new", 0, pm.math.exp(model["log_scale"] / 2))))
+def new_group(model, trials):
+    logit_new = pm.Normal("logit_new", 0, pm.math.exp(model["log_scale"] / 2))
+    theta_new = pm.Deterministic("theta_new", pm.math.invlogit(logit_new))
+    return pm.Binomial("y_new", n=trials, p=theta_new)
 '''
 
 

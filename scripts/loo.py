@@ -103,16 +103,21 @@ def predictive_log_likelihood(module, posterior, fitted_table, left_out, *, seed
     """log p(y_j | draw) for a group the fit (on `fitted_table`) has not seen."""
     if hasattr(module, "group_log_likelihood"):
         return np.asarray(module.group_log_likelihood(posterior, left_out))
-    # No closed form: the model's own new group, theta_new ~ p(theta | draw), stands for the
-    # left-out group; its Binomial likelihood, averaged over draws, is p(y_j | y_-j).
-    from scipy import stats
+    # No closed form: the model's own new group stands for the left-out one. Per posterior
+    # draw, one new group is drawn and y_j scored under new_group()'s likelihood, whatever it
+    # is; averaged over the draws, that is p(y_j | y_-j).
+    import pymc as pm
+    from pymc.sampling.forward import vectorize_over_posterior
 
-    import predict
-
-    model = module.build(fitted_table)
-    theta = predict.predict(model, module, posterior, new_trials=1, seed=seed)["theta_new"].values
-    n, y = left_out["trials"].to_numpy(), left_out["successes"].to_numpy()
-    return stats.binom.logpmf(y, n, theta[..., None])
+    columns = []
+    for trials, successes in zip(left_out["trials"], left_out["successes"], strict=True):
+        model = module.build(fitted_table)
+        fitted = list(model.free_RVs)  # before new_group() adds its own
+        with model:
+            y_new = module.new_group(model, int(trials))
+        (log_likelihood,) = vectorize_over_posterior([pm.logp(y_new, int(successes))], posterior, input_rvs=fitted)
+        columns.append(pm.draw(log_likelihood, random_seed=seed))
+    return np.stack(columns, axis=-1)
 
 
 def cross_validate(

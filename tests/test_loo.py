@@ -90,6 +90,46 @@ def test_conjugate_models_state_their_exact_leave_one_group_out_values():
     np.testing.assert_allclose(model("full_pooling").exact_loo(table), by_hand)
 
 
+# Full pooling whose new group is over-dispersed: its likelihood is Beta-Binomial.
+BETA_BINOMIAL_NEW_GROUP = """
+import pymc as pm
+
+
+def build(data):
+    with pm.Model(coords={"group": data["group"].tolist()}) as model:
+        theta = pm.Beta("theta", alpha=0.5, beta=0.5)
+        pm.Binomial("y", n=data["trials"].to_numpy(), p=theta, observed=data["successes"].to_numpy(), dims="group")
+    return model
+
+
+def new_group(model, trials):
+    theta = pm.Deterministic("theta_new", model["theta"])
+    return pm.BetaBinomial("y_new", n=trials, alpha=10 * theta, beta=10 * (1 - theta))
+"""
+
+
+@pytest.mark.parametrize("likelihood", ["binomial", "beta-binomial"])
+def test_without_a_closed_form_a_left_out_group_is_scored_by_the_models_new_group(likelihood, tmp_path):
+    """loo.predictive_log_likelihood, for a refit of a model file without
+    group_log_likelihood: y_j under new_group()'s own likelihood, at every posterior draw."""
+    if likelihood == "binomial":
+        module = model("full_pooling")
+    else:
+        (tmp_path / "overdispersed_new_group.py").write_text(BETA_BINOMIAL_NEW_GROUP)
+        module = load_module(tmp_path / "overdispersed_new_group.py")
+    assert not hasattr(module, "group_log_likelihood")
+    theta = np.random.default_rng(4).beta(8, 2, size=(2, 50))
+    fitted, left_out = table_of([5, 304], [2, 301]), table_of([9, 12], [9, 4])
+    got = loo.predictive_log_likelihood(module, draws(theta=theta), fitted, left_out, seed=1)
+    n, y, theta = np.array([9, 12]), np.array([9, 4]), theta[..., None]
+    if likelihood == "binomial":
+        expected = stats.binom.logpmf(y, n, theta)
+    else:
+        expected = stats.betabinom.logpmf(y, n, 10 * theta, 10 * (1 - theta))
+    assert got.shape == (2, 50, 2)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
 def fine_grid(m, s, n, y):
     z = np.linspace(-40, 40, 400_001)
     log_f = stats.binom.logpmf(y, n, special.expit(m + s * z)) + stats.norm.logpdf(z)

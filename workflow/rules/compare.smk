@@ -1,7 +1,7 @@
 rule loo:
     """Leave-one-group-out ELPD of one model: closed form, PSIS, or an exact refit per group."""
     input:
-        code=step_code("loo", "sample", "predict", "mcmc_stats", "psis", "nutpie_callbacks"),
+        code=step_code("loo", "sample", "mcmc_stats", "psis", "nutpie_callbacks"),
         data="results/{dataset}/data.csv",
         model_file=model_path,
         trace="results/{dataset}/{model}/trace.nc",

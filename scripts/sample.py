@@ -13,10 +13,10 @@ numerical stack.
 """
 
 
+import importlib
 import json
 import logging
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 from common import UserError, load_module, read_prepared, sha256_of, write_datatree
@@ -132,8 +132,15 @@ def provenance(
         "pipeline_model_file_sha256": sha256_of(model_file),
     }
     for package in RECORDED_PACKAGES:
-        attrs[f"version_{package}"] = version(package)
+        attrs[f"version_{package}"] = running_version(package)
     return attrs
+
+
+def running_version(package: str) -> str:
+    """The version of the module this process runs, not of what is installed on disk now:
+    the warm worker imported the stack when it started, and a package upgraded since would
+    otherwise be recorded with a version that did not make the trace."""
+    return str(importlib.import_module(package).__version__)
 
 
 def main(

@@ -127,7 +127,9 @@ def test_steps_ran_warm_inside_the_submissions(slurm_run):
     workdir, _, steps = slurm_run
     ends = [line for log in (workdir / "logs").rglob("*.log") for line in log.read_text().splitlines() if line.startswith("step ")]
     assert len(ends) == steps - 1
-    assert all(line.endswith("(warm worker)") for line in ends), [e for e in ends if not e.endswith("(warm worker)")][:3]
+    # Each step's Snakemake (`srun snakemake ...`) hands it to the submission's worker.
+    warm = "(warm worker, called from a Snakemake process of its own)"
+    assert all(line.endswith(warm) for line in ends), [e for e in ends if not e.endswith(warm)][:3]
     # Each submission's worker ended with it.
     assert not worker_processes(workdir / "scripts")
 

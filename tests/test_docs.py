@@ -136,7 +136,7 @@ rule plot_dummy:
     log:
         "logs/{dataset}/{model}/plot_dummy.log",
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 '''
 DUMMY_STEP = '''
 """A figure for tests/test_docs.py."""

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,12 @@ def owner():
         os.environ.pop(worker.ENV, None)
         if saved is not None:
             os.environ[worker.ENV] = saved
+
+
+def raw_request(script: Path, kwargs: dict, log: Path, cwd: Path | None = None) -> dict:
+    """A request as run_step sends it, for tests that speak to the worker directly."""
+    return {"script": str(script), "kwargs": kwargs, "log": str(log), "threads": 1, "cwd": str(cwd or log.parent),
+            "env": {"set": {}, "unset": []}, "secret": worker._owner()["secret"]}
 
 
 def step_file(tmp_path: Path, name: str, body: str) -> Path:
@@ -147,8 +154,7 @@ def test_a_step_whose_caller_is_gone_is_stopped(owner, tmp_path):
     """)
     worker._Client.get().connect().close()  # the worker is up
     conn = worker._Client.get().connect()
-    request = {"script": str(script), "kwargs": {"started": str(tmp_path / "pid"), "output": str(tmp_path / "out")},
-               "log": str(tmp_path / "slow.log"), "threads": 1, "cwd": str(tmp_path), "env": dict(os.environ)}
+    request = raw_request(script, {"started": str(tmp_path / "pid"), "output": str(tmp_path / "out")}, tmp_path / "slow.log")
     worker._send(conn, request)
     wait_until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), 30, "the step to start")
     conn.close()
@@ -156,6 +162,200 @@ def test_a_step_whose_caller_is_gone_is_stopped(owner, tmp_path):
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), 5, "the step to be killed")
     time.sleep(3.5)
     assert not (tmp_path / "out").exists()
+
+
+def send_raw(request: dict) -> dict:
+    """Hand a request to the worker as run_step does, and return its last answer."""
+    conn = worker._Client.get().connect()
+    with conn:
+        worker._send(conn, request)
+        answers = list(worker._lines(conn))
+    return answers[-1]
+
+
+CRASHES = {
+    "SystemExit in main()": ("def main():\n    raise SystemExit(3)\n", 3, "ERROR pipeline: the step called sys.exit(3)"),
+    "KeyboardInterrupt in main()": ("def main():\n    raise KeyboardInterrupt\n", 1, "interrupted (KeyboardInterrupt)"),
+    "BaseException at import": (
+        "class Stop(BaseException):\n    pass\nraise Stop('at import')\n", 1, "step_crash.Stop: at import"),
+    "segfault at import": ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", -11, "killed by SIGSEGV"),
+}
+
+
+@pytest.mark.parametrize("crash", list(CRASHES))
+def test_any_failure_in_a_step_process_ends_as_that_step_failure(owner, tmp_path, crash):
+    """Whatever escapes a step (SystemExit, KeyboardInterrupt, any BaseException, a signal)
+    fails that step, with the reason in its log; the forked process never goes on as a
+    second worker, and the worker serves the next step."""
+    code, status, words = CRASHES[crash]
+    script = tmp_path / "crash.py"
+    script.write_text(code)
+    worker._Client.get().connect().close()  # the worker is up
+    before = worker_processes(owner)
+    with pytest.raises(worker.StepFailed, match=re.escape(worker.describe_status(status))):
+        worker.run_step(script, kwargs={}, log=str(tmp_path / "crash.log"))
+    assert words in (tmp_path / "crash.log").read_text()
+    time.sleep(0.3)
+    assert worker_processes(owner) == before
+    fine = step_file(tmp_path, "fine", """
+        def main(output):
+            open(output, "w").write("ok")
+    """)
+    worker.run_step(fine, kwargs={"output": str(tmp_path / "ok")}, log=str(tmp_path / "fine.log"))
+    assert (tmp_path / "ok").read_text() == "ok"
+
+
+def test_a_failure_before_the_step_code_is_the_step_failure_with_its_log(owner, tmp_path):
+    """The working directory is gone (os.chdir fails before any logging is set up): the
+    step fails, its log says why, and no copy of the worker's loop survives."""
+    fine = step_file(tmp_path, "fine", """
+        def main():
+            pass
+    """)
+    worker._Client.get().connect().close()
+    before = worker_processes(owner)
+    answer = send_raw(raw_request(fine, {}, tmp_path / "fine.log", cwd=tmp_path / "gone"))
+    assert answer["status"] == 1
+    assert "FileNotFoundError" in (tmp_path / "fine.log").read_text()
+    time.sleep(0.3)
+    assert worker_processes(owner) == before
+
+
+def test_a_step_log_that_cannot_be_written_fails_the_step_with_one_line(owner, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    fine = step_file(tmp_path, "fine", """
+        def main():
+            pass
+    """)
+    before = worker_processes(owner)
+    with pytest.raises(worker.StepFailed, match=r"its log .*/file/fine\.log cannot be written") as failure:
+        worker.run_step(fine, kwargs={}, log=str(tmp_path / "file" / "fine.log"))
+    assert "\n" not in str(failure.value)
+    time.sleep(0.3)
+    assert worker_processes(owner) == before
+
+
+def test_the_child_skips_the_connections_of_steps_whose_caller_has_gone(tmp_path):
+    """The worker marks a step whose caller went away with None until it is reaped; a fork
+    in that moment must not fail on it (it called None.fileno() before)."""
+    fine = step_file(tmp_path, "fine", """
+        def main(output):
+            open(output, "w").write("ok")
+    """)
+    left, right = socket.socketpair()
+    request = {**raw_request(fine, {"output": str(tmp_path / "ok")}, tmp_path / "fine.log"), "secret": ""}
+    pid = os.fork()
+    if pid == 0:
+        worker._in_child(request, left, [None, right, None])
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and (tmp_path / "ok").read_text() == "ok"
+
+
+def test_steps_are_forked_after_the_worker_froze_its_objects(owner, tmp_path):
+    """gc.freeze() before forking: a child's collections do not touch (and so copy) the
+    pages of the worker's long-lived objects."""
+    script = step_file(tmp_path, "frozen", """
+        import gc
+        def main(output):
+            open(output, "w").write(str(gc.get_freeze_count()))
+    """)
+    worker.run_step(script, kwargs={"output": str(tmp_path / "count")}, log=str(tmp_path / "frozen.log"))
+    assert int((tmp_path / "count").read_text()) > 100_000
+
+
+BROKEN_OWNER = """
+import sys
+sys.path.insert(0, {scripts!r})
+import worker
+worker.claim()
+try:
+    worker.run_step({script!r}, kwargs={{}}, log={log!r})
+except worker.StepFailed as failure:
+    print("failed:", failure, flush=True)
+sys.stdin.readline()  # wait, so that the test can count the worker's processes
+"""
+
+
+def test_a_broken_helper_module_fails_the_step_not_the_worker(tmp_path):
+    """scripts/common.py itself fails to import (before the step's own code and logging)."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name in ("worker.py", "nutpie_callbacks.py"):
+        (scripts / name).write_bytes((SCRIPTS / name).read_bytes())
+    (scripts / "common.py").write_text("raise ImportError('common is broken')\n")
+    script = step_file(tmp_path, "fine", """
+        def main():
+            pass
+    """)
+    code = BROKEN_OWNER.format(scripts=str(scripts), script=str(script), log=str(tmp_path / "fine.log"))
+    env = {k: v for k, v in os.environ.items() if k != worker.ENV}
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("failed: step fine failed: exit status 1")
+        time.sleep(0.3)
+        assert len(project_worker_processes(scripts, process.pid)) == 1  # the worker, and no copy of it
+        assert "ImportError: common is broken" in (tmp_path / "fine.log").read_text()
+    finally:
+        process.communicate("\n", timeout=30)
+
+
+THREADED = """
+import threading, time
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+"""
+TWO_STEPS = """
+import sys
+sys.path.insert(0, {scripts!r})
+import worker
+worker.claim()
+for name in ("one", "two"):
+    worker.run_step({script!r}, kwargs={{"output": {out!r} + name}}, log={out!r} + name + ".log")
+"""
+
+
+def test_a_worker_with_threads_after_preloading_runs_steps_in_fresh_processes(tmp_path):
+    """A library that leaves a thread running after it is imported (here: a module given to
+    PIPELINE_PRELOAD): forking could deadlock, so every step runs fresh; said once."""
+    (tmp_path / "threaded.py").write_text(THREADED)
+    script = step_file(tmp_path, "where", """
+        import os
+        def main(output):
+            open(output, "w").write(str(os.getppid()))
+    """)
+    code = TWO_STEPS.format(scripts=str(SCRIPTS), script=str(script), out=str(tmp_path / "out_"))
+    env = {**{k: v for k, v in os.environ.items() if k != worker.ENV}, worker.PRELOAD_EXTRA: "threaded",
+           "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("every step of this run runs in a fresh Python process instead") == 1
+    for name in ("one", "two"):
+        last = (tmp_path / f"out_{name}.log").read_text().rstrip().splitlines()[-1]
+        assert "(fresh process: 1 other thread(s) ran in the worker after preloading (" in last, last
+        assert last.endswith("so forking it could deadlock a step)"), last
+
+
+def test_off_linux_every_step_runs_in_a_fresh_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker.sys, "platform", "darwin")
+    monkeypatch.delenv(worker.ENV, raising=False)
+    worker.claim()
+    assert worker.ENV not in os.environ  # nothing of the warm path is set up
+    script = step_file(tmp_path, "fine", """
+        def main(output):
+            open(output, "w").write("ok")
+    """)
+    worker.run_step(script, kwargs={"output": str(tmp_path / "ok")}, log=str(tmp_path / "fine.log"))
+    assert (tmp_path / "ok").read_text() == "ok"
+    assert (tmp_path / "fine.log").read_text().rstrip().endswith("(fresh process: the warm worker is Linux-only (darwin))")
+
+
+@pytest.mark.parametrize("platform,maxrss,megabytes", [("linux", 2048 * 1024, 2048), ("darwin", 2048 * 2**20, 2048)])
+def test_peak_memory_is_in_megabytes_on_each_platform(monkeypatch, platform, maxrss, megabytes):
+    """ru_maxrss is in kilobytes on Linux and in bytes on macOS."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(worker.sys, "platform", platform)
+    usage = SimpleNamespace(ru_maxrss=maxrss, ru_utime=1.0, ru_stime=0.5)
+    assert worker._rusage_of(usage) == {"cpu": 1.5, "maxrss_mb": megabytes}
 
 
 OWNER = """
@@ -194,19 +394,24 @@ def test_killing_the_owner_stops_the_worker_and_its_steps(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
-def test_a_nested_snakemake_shares_the_owner_worker_but_another_job_does_not(monkeypatch):
-    monkeypatch.delenv(worker.ENV, raising=False)
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    worker.claim()
-    mine = os.environ[worker.ENV]
-    assert json.loads(mine)["pid"] == os.getpid()
+def test_a_nested_snakemake_shares_the_owner_worker_but_another_job_does_not(owner):
+    """Shared within one machine and SLURM job, once the owner has started its worker (its
+    process id is then in the identity the nested process inherits)."""
+    worker.start()
+    mine = json.loads(os.environ[worker.ENV])
+    assert mine["pid"] == os.getpid() and mine["worker"] == worker._Client.get().process.pid
     claim = f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); import worker, os; worker.claim(); print(os.environ[worker.ENV])"
-    shared = subprocess.run([sys.executable, "-c", claim], capture_output=True, text=True, check=True).stdout.strip()
-    assert shared == mine
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+    shared = subprocess.run([sys.executable, "-c", claim], capture_output=True, text=True, check=True, env=env).stdout.strip()
+    assert json.loads(shared) == mine
     # The same identity inherited into a SLURM job (exported by sbatch) is not shared.
-    in_slurm = {**os.environ, "SLURM_JOB_ID": "77"}
-    other = subprocess.run([sys.executable, "-c", claim], capture_output=True, text=True, check=True, env=in_slurm).stdout.strip()
-    assert json.loads(other)["pid"] != os.getpid() and json.loads(other)["slurm_job"] == "77"
+    in_slurm = {**env, "SLURM_JOB_ID": "77"}
+    other = json.loads(subprocess.run([sys.executable, "-c", claim], capture_output=True, text=True, check=True, env=in_slurm).stdout)
+    assert other["pid"] != os.getpid() and other["slurm_job"] == "77" and other["secret"] != mine["secret"]
+    # Nor is an owner's identity whose worker has not been started.
+    unstarted = {**env, worker.ENV: json.dumps({k: v for k, v in mine.items() if k not in ("worker", "worker_start")})}
+    alone = json.loads(subprocess.run([sys.executable, "-c", claim], capture_output=True, text=True, check=True, env=unstarted).stdout)
+    assert alone["pid"] != os.getpid() and alone["secret"] != mine["secret"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
@@ -252,7 +457,7 @@ def test_warm_and_fresh_processes_give_bitwise_equal_results(owner, tmp_path, sp
             log=str(tmp_path / f"sample{mode}.log"), threads=2,
         )
     assert "(warm worker)" in (tmp_path / "sample1.log").read_text()
-    assert "(fresh process)" in (tmp_path / "sample0.log").read_text()
+    assert "(fresh process: PIPELINE_WARM=0)" in (tmp_path / "sample0.log").read_text()
     warm, fresh = (read_datatree(traces[m]) for m in ("1", "0"))
     for group in ("posterior", "log_likelihood"):
         for name, values in warm[group].data_vars.items():

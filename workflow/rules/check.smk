@@ -20,7 +20,7 @@ rule ppc:
         seed=lambda w: job_seed(w, "ppc"),
         ci_prob=config["plots"]["ci_prob"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule plot_ppc:
@@ -36,4 +36,4 @@ rule plot_ppc:
         ci_prob=config["plots"]["ci_prob"],
         max_groups=config["plots"]["max_groups"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)

@@ -9,8 +9,44 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
+from snakemake.sourcecache import LocalSourceFile
 
-SCRIPTS = Path(workflow.basedir).parent / "scripts"
+
+def _project_root():
+    """This repository's root as a local directory, however Snakemake got this file: the
+    repository itself, or a local copy of it (`_local_copy`) when another workflow uses this
+    one as a `module` from a remote source (`github(...)`, as snakedeploy writes, or
+    `gitfile(...)`)."""
+    rules_dir = workflow.current_basedir
+    if isinstance(rules_dir, LocalSourceFile):
+        return Path(rules_dir.get_path_or_uri(secret_free=True)).parent.parent
+    return _local_copy(rules_dir)
+
+
+def _local_copy(rules_dir):
+    """The files the steps run and read (workflow/sources.txt), fetched through Snakemake's
+    source cache into .snakemake/pipeline-sources/: steps import one another and are run by
+    the worker, so they must lie side by side on disk. A file is rewritten only when its
+    content changes, so that its modification time, which decides reruns, stays."""
+    import hashlib
+    import shutil
+
+    origin = rules_dir.get_path_or_uri(secret_free=True)
+    copy = Path(".snakemake", "pipeline-sources", hashlib.sha256(origin.encode()).hexdigest()[:16])
+    listed = Path(workflow.source_path("../sources.txt")).read_text().splitlines()
+    for name in (line.strip() for line in listed if line.strip() and not line.startswith("#")):
+        fetched = Path(workflow.source_path(f"../../{name}"))
+        target = copy / name
+        if not target.is_file() or target.read_bytes() != fetched.read_bytes():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(fetched, partial)
+            os.replace(partial, target)
+    return copy.resolve()
+
+
+ROOT = _project_root()
+SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import worker  # noqa: E402
@@ -34,21 +70,59 @@ config.update(_checked)
 # Which warm worker this Snakemake process will hand its steps to (none is started yet).
 worker.claim()
 
+
 # Inputs are named relative to the working directory: Snakemake records the set of input
 # paths, and absolute ones would make a moved or copied project rerun everything.
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
+# This workflow's own rules carry it on their `code` input (see all_targets): a host that
+# uses this workflow as a module has rules of its own, or of another copy of this one.
+_THIS_WORKFLOW = object()
 
 
 def step_code(step, *helpers):
     """The code a step runs: scripts/<step>.py, scripts/common.py and the other modules of
-    scripts/ it imports, by name.
+    scripts/ it imports, by name; the rule's `run:` block runs scripts/<step>.py.
 
     They are inputs of the rule, so editing one reruns exactly the jobs that run it
-    (Snakemake tracks a run: block's own text, not the modules it calls).
+    (Snakemake tracks a run: block's own text, not the modules it calls). An input
+    function rather than a list, so that it runs in the Snakemake process that plans the
+    jobs (see `_run_steps_in_threads`) and carries the step's name for `all_targets`.
     """
-    return [os.path.relpath(SCRIPTS / f"{name}.py") for name in (step, "common", *helpers)]
+    files = [os.path.relpath(SCRIPTS / f"{name}.py") for name in (step, "common", *helpers)]
+
+    def code(wildcards):
+        _run_steps_in_threads()
+        return files
+
+    code.step, code.workflow = step, _THIS_WORKFLOW
+    return code
+
+
+@functools.cache
+def _run_steps_in_threads():
+    """Run the rules' `run:` blocks in threads of Snakemake's own process, whatever profile
+    was read.
+
+    Without `--force-use-threads` (which workflow/profiles/default sets, but a run with
+    `--workflow-profile` elsewhere, or this workflow as another's module, does not read),
+    Snakemake starts a whole Snakemake process for every run: block, about 3 s each: the
+    default run took 3x as long. A run: block here only waits on a socket, so a thread is
+    all it needs. Snakemake has no setting a workflow can give itself for this; the
+    execution settings it reads when it creates its executor, after the DAG is built, are
+    set here while the DAG is built (this is called by the jobs' input functions).
+    Guarded: if a Snakemake version has no such setting, say once why steps are slower.
+    """
+    settings = getattr(workflow, "execution_settings", None)
+    if settings is None or not hasattr(settings, "use_threads"):
+        print(
+            "note: every step runs in a Snakemake process of its own (about 3 s more each): "
+            "add --force-use-threads to run them in threads",
+            file=sys.stderr,
+        )
+    elif not settings.use_threads:
+        settings.use_threads = True
 
 
 def _plain(value):
@@ -62,19 +136,21 @@ def _plain(value):
     return value
 
 
-def run_step(rule, input, output, params, log, threads=1):
-    """Run scripts/<rule>.py's main() in the warm worker (scripts/worker.py).
+def run_step(input, output, params, log, threads=1):
+    """Run the step its `code` input names (scripts/<step>.py) in the warm worker
+    (scripts/worker.py).
 
     The rule's named inputs, outputs and params are main()'s keyword arguments, by name;
-    `code` is left out. This is the only glue between Snakemake and the steps.
+    `code` is left out. The step comes from `code`, not from the rule's name, which a host
+    workflow may change (`use rule * from pooling as pooling_*`). This is the only glue
+    between Snakemake and the steps.
     """
-    script = os.path.relpath(SCRIPTS / f"{rule}.py")
-    if script not in input.get("code", []):
-        raise WorkflowError(f"the input `code` of {rule} must hold {script} (use step_code)")
+    if not input.get("code"):
+        raise WorkflowError("a rule's input `code` must name its step (use step_code)")
     kwargs = {
         name: _plain(value) for named in (input, output, params) for name, value in named.items() if name != "code"
     }
-    worker.run_step(script, kwargs=kwargs, log=log[0], threads=threads)
+    worker.run_step(input.code[0], kwargs=kwargs, log=log[0], threads=threads)
 
 
 def one_of(names):
@@ -145,25 +221,33 @@ def job_seed(wildcards, purpose):
     return derive_seed(config["sampling"]["seed"], wildcards.dataset, wildcards.model, purpose)
 
 
-# Rules whose outputs are made only when asked for by name (`snakemake sbc`).
+# Steps whose outputs are made only when asked for by name (`snakemake sbc`).
 ON_REQUEST = {"sbc_fit", "plot_sbc"}
-# Rules that apply only to some models: rule name -> which models.
+# Steps that apply only to some models: step -> which models.
 ONLY_FOR = {"plot_population_mean": lambda model: population_mean(model) is not None}
 
 
+def own_steps():
+    """This workflow's rules with their steps: (rule, step), in the order defined."""
+    for candidate in workflow.rules:
+        code = candidate.input.get("code") if hasattr(candidate.input, "get") else None
+        if getattr(code, "workflow", None) is _THIS_WORKFLOW:
+            yield candidate, code.step
+
+
 def all_targets():
-    """Every output of every rule, for each data set and model.
+    """Every output of every rule of this workflow, for each data set and model.
 
     The rules are the one place that names outputs: this list, the tests and
     docs/outputs.md (checked by tests/test_docs.py) all derive from them, so a new rule's
     outputs are made by `snakemake` with no other edit. Called after every rule is defined.
     """
     targets = []
-    for step in workflow.rules:
-        if step.name in ON_REQUEST or not step.output:
+    for defined, step in own_steps():
+        if step in ON_REQUEST or not defined.output:
             continue
-        applies = ONLY_FOR.get(step.name, lambda model: True)
-        for pattern in map(strip_wildcard_constraints, step.output):
+        applies = ONLY_FOR.get(step, lambda model: True)
+        for pattern in map(strip_wildcard_constraints, defined.output):
             if "{model}" in pattern:
                 targets += expand(pattern, dataset=DATASETS, model=[m for m in MODELS if applies(m)])
             else:

@@ -17,7 +17,7 @@ rule loo:
         k_threshold=config["compare"]["pareto_k_threshold"],
         max_refits=config["compare"]["max_refits"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule compare:
@@ -44,4 +44,4 @@ rule compare:
         models=MODELS,
         k_threshold=config["compare"]["pareto_k_threshold"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)

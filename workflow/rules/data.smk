@@ -13,4 +13,4 @@ rule prepare_data:
         successes=lambda w: config["datasets"][w.dataset]["successes"],
         delimiter=lambda w: config["datasets"][w.dataset]["delimiter"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)

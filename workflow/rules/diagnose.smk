@@ -20,4 +20,4 @@ rule diagnose:
         strict=config["diagnostics"]["strict"],
         ci_prob=config["plots"]["ci_prob"],
     run:
-        run_step(rule, input, output, params, log, threads)
+        run_step(input, output, params, log, threads)

@@ -10,7 +10,7 @@ rule plot_model_graph:
     log:
         "logs/{dataset}/{model}/plot_model_graph.log",
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule plot_trace:
@@ -24,7 +24,7 @@ rule plot_trace:
     params:
         max_groups=config["plots"]["max_groups"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule plot_forest:
@@ -39,7 +39,7 @@ rule plot_forest:
         ci_prob=config["plots"]["ci_prob"],
         max_groups=config["plots"]["max_groups"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule plot_models_forest:
@@ -57,7 +57,7 @@ rule plot_models_forest:
         ci_prob=config["plots"]["ci_prob"],
         max_groups=config["plots"]["max_groups"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule plot_new_group:
@@ -71,7 +71,7 @@ rule plot_new_group:
     params:
         ci_prob=config["plots"]["ci_prob"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule plot_population_mean:
@@ -88,7 +88,7 @@ rule plot_population_mean:
         ci_prob=config["plots"]["ci_prob"],
         bins=config["plots"]["map_bins"],
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule plot_shrinkage:
@@ -104,4 +104,4 @@ rule plot_shrinkage:
     params:
         models=MODELS,
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)

@@ -13,4 +13,4 @@ rule predict:
         new_trials=config["predict"]["new_trials"],
         seed=lambda w: job_seed(w, "predict"),
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)

@@ -24,7 +24,7 @@ rule sbc_fit:
         sampler=config["sampling"]["sampler"],
         seed=lambda w: job_seed(w, "sbc"),
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule plot_sbc:
@@ -37,7 +37,7 @@ rule plot_sbc:
     log:
         "logs/{dataset}/{model}/plot_sbc.log",
     run:
-        run_step(rule, input, output, params, log)
+        run_step(input, output, params, log)
 
 
 rule sbc:

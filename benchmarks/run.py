@@ -290,8 +290,9 @@ def groups(table: Table, scratch: Path, sizes: list[int]) -> None:
         elapsed, _memory = watched(snakemake("--", f"results/{dataset}/comparison.csv", *[
             f"results/{dataset}/{m}/{name}"
             for m in models
-            for name in ("summary.csv", "new_group.png", "ppc.png", "trace.png", "forest.png")
-        ], f"results/{dataset}/forest_models.png", f"results/{dataset}/shrinkage.png"), workdir)
+            for name in ("summary.csv", "new_group.png", "ppc.png", "trace.png", "forest.png", "prior_predictive.png")
+        ], *[f"results/{dataset}/{name}" for name in ("forest_models.png", "shrinkage.png", "ranks.png", "funnel.png",
+                                                      "overview.json")]), workdir)
         steps = job_times(workdir, dataset)
         for model in models:
             folder = workdir / "results" / dataset / model

@@ -121,7 +121,10 @@ def model_file(name: str, settings: dict) -> Path:
 def check_config(config: dict) -> dict:
     """Return the config with defaults filled in, or raise UserError naming the key."""
     schema = load_schema()
-    config = coerce_strings(copy.deepcopy(dict(config)), schema)
+    config = dict(config)
+    # Not a setting: what the report's first page shows, read from results by common.smk.
+    config.pop("report_overview", None)
+    config = coerce_strings(copy.deepcopy(config), schema)
     config["models"] = {
         name: ({} if settings is None else settings) for name, settings in (config.get("models") or {}).items()
     }

@@ -115,6 +115,14 @@ def read_variables(path: str | Path, group: str, names: list[str] | None = None,
         return (chosen.sel(select) if select else chosen).load()
 
 
+def dimension_sizes(path: str | Path, group: str, rule_hint: str = "") -> dict:
+    """The dimension sizes of one group of an ArviZ NetCDF file, read without its values."""
+    import xarray as xr
+
+    with readable(path, rule_hint), xr.open_dataset(path, group=group, engine="netcdf4") as lazy:
+        return dict(lazy.sizes)
+
+
 def fitted_model(trace: str | Path) -> str:
     """The name of the model a trace was sampled from (its provenance), read without its variables."""
     return read_variables(trace, "/", [], rule_hint="sample").attrs.get("pipeline_model", "")

@@ -2,7 +2,10 @@
 
 A failed check (R-hat, ESS, divergences, BFMI) is a loud warning by default and a failure
 of the rule with `strict`. Non-finite draws always fail: they mean the numbers are wrong,
-not merely uncertain, and nothing downstream should be computed from them.
+not merely uncertain, and nothing downstream should be computed from them. A warning of
+the prior sensitivity check (scripts/sensitivity.py: prior-data conflict, strong prior /
+weak likelihood) is among the `problems` too, and under `prior_sensitivity`; it is a
+finding about the model, not a failure of the sampler, so `strict` does not stop on it.
 """
 
 
@@ -69,7 +72,22 @@ def check(trace, table, thresholds: dict) -> dict:
     return report
 
 
-def main(trace: str, summary: str, diagnostics: str, *, thresholds: dict, ci_prob: float, strict: bool, threads: int = 1) -> None:
+def with_sensitivity(report: dict, path: str) -> dict:
+    """The report with the sensitivity check's diagnosis per parameter, and its warnings."""
+    import pandas as pd
+
+    import sensitivity
+
+    table = pd.read_csv(path, index_col="parameter", keep_default_na=False)
+    found = sensitivity.problems(table)
+    report["prior_sensitivity"] = {str(name): diagnosis for name, diagnosis in table["diagnosis"].items()}
+    report["problems"] = report["problems"] + found
+    report["ok"] = report["ok"] and not found
+    return report
+
+
+def main(trace: str, sensitivity: str, summary: str, diagnostics: str, *, thresholds: dict, ci_prob: float, strict: bool,
+         threads: int = 1) -> None:
     trace_path = trace
     trace = read_datatree(trace_path, rule_hint="sample")
     bad = nonfinite_variables(trace)
@@ -81,6 +99,7 @@ def main(trace: str, summary: str, diagnostics: str, *, thresholds: dict, ci_pro
         log.warning("%s: %s", trace_path, problem)
     if strict and not report["ok"]:
         raise UserError(f"{trace_path}: diagnostics failed (diagnostics.strict is true): {'; '.join(report['problems'])}")
+    report = with_sensitivity(report, sensitivity)
     with atomic_path(summary) as tmp:
         table.to_csv(tmp, float_format="%.10g")
     with atomic_path(diagnostics) as tmp:

@@ -4,6 +4,10 @@ Validation happens here, before anything is sampled, and stops at the first prob
 one-line message naming the file, the row (and its line in the file) and the column. The
 `csv` module is used rather than pandas so that every cell is seen as the text the user
 wrote: pandas would silently turn "5.5" into a float column or "" into NaN.
+
+`read_rows` does what every table needs (encoding, delimiter, header, columns, labels);
+`validate` checks a group's trials and successes, `validate_later` the later counts a data
+set may hold for held-out scoring (scripts/holdout.py).
 """
 
 
@@ -12,6 +16,7 @@ import difflib
 import io
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from common import UserError, atomic_path
@@ -72,8 +77,10 @@ def parse_count(path: Path, row: int, line: int, column: str, text: str) -> int:
     return number
 
 
-def validate(path: str | Path, group: str, trials: str, successes: str, delimiter: str = ",") -> list[tuple[str, int, int]]:
-    """Return the table as (group, trials, successes) rows, or raise UserError."""
+def read_rows(path: str | Path, columns: dict[str, str], delimiter: str = ",") -> Iterator[tuple[int, int, dict[str, str]]]:
+    """(row number, line, {role: cell text}) for every data row of the table; `columns` maps
+    each role (group first) to its column name. Checks the file, the header, the number of
+    fields and the group labels (present, unique), and that there is a row at all."""
     path = Path(path)
     text = read_text(path)
     if not text.strip():
@@ -91,12 +98,10 @@ def validate(path: str | Path, group: str, trials: str, successes: str, delimite
     repeated = sorted({name for name in names if names.count(name) > 1 and name})
     if repeated:
         raise UserError(f"{path}: line 1: column '{repeated[0]}' appears more than once")
-    columns = {
-        role: find_column(path, header, name, role)
-        for role, name in (("group", group), ("trials", trials), ("successes", successes))
-    }
-    rows: list[tuple[str, int, int]] = []
+    positions = {role: find_column(path, header, name, role) for role, name in columns.items()}
+    group = columns["group"]
     first_seen: dict[str, int] = {}
+    seen_any = False
     for row_number, fields in enumerate(reader, start=1):
         line = reader.line_num
         if not fields or all(not f.strip() for f in fields):
@@ -105,7 +110,7 @@ def validate(path: str | Path, group: str, trials: str, successes: str, delimite
             raise UserError(
                 f"{path}: row {row_number} (line {line}): {len(fields)} fields, but the header has {len(header)}"
             )
-        label = fields[columns["group"]].strip()
+        label = fields[positions["group"]].strip()
         if not label:
             raise UserError(f"{path}: row {row_number} (line {line}), column '{group}': empty group label")
         if label in first_seen:
@@ -114,18 +119,52 @@ def validate(path: str | Path, group: str, trials: str, successes: str, delimite
                 f"row {first_seen[label]} (labels are compared without surrounding spaces)"
             )
         first_seen[label] = row_number
-        n = parse_count(path, row_number, line, trials, fields[columns["trials"]])
-        y = parse_count(path, row_number, line, successes, fields[columns["successes"]])
-        if n == 0:
-            raise UserError(f"{path}: row {row_number} (line {line}), column '{trials}': trials must be at least 1")
-        if y > n:
-            raise UserError(
-                f"{path}: row {row_number} (line {line}), column '{successes}': {y} successes exceed {n} trials"
-            )
-        rows.append((label, n, y))
-    if not rows:
+        seen_any = True
+        yield row_number, line, {role: (label if role == "group" else fields[index]) for role, index in positions.items()}
+    if not seen_any:
         raise UserError(f"{path}: no data rows after the header")
-    return rows
+
+
+def counts(path: Path, row: int, line: int, cells: dict, trials: str, successes: str, *, at_least: int = 1) -> tuple[int, int]:
+    """A row's (trials, successes), checked: whole, not negative, trials at least `at_least`,
+    successes at most trials."""
+    n = parse_count(path, row, line, trials, cells["trials"])
+    y = parse_count(path, row, line, successes, cells["successes"])
+    if n < at_least:
+        raise UserError(f"{path}: row {row} (line {line}), column '{trials}': trials must be at least {at_least}")
+    if y > n:
+        raise UserError(f"{path}: row {row} (line {line}), column '{successes}': {y} successes exceed {n} trials")
+    return n, y
+
+
+def validate(path: str | Path, group: str, trials: str, successes: str, delimiter: str = ",") -> list[tuple[str, int, int]]:
+    """Return the table as (group, trials, successes) rows, or raise UserError."""
+    path = Path(path)
+    columns = {"group": group, "trials": trials, "successes": successes}
+    rows = read_rows(path, columns, delimiter)
+    return [(cells["group"], *counts(path, row, line, cells, trials, successes)) for row, line, cells in rows]
+
+
+def validate_later(path: str | Path, group: str, trials: str, successes: str, delimiter: str = ",") -> tuple[list, int]:
+    """The later counts of a data set, for held-out scoring: (rows of the groups that have
+    them, how many groups have none). A group has none when both cells are empty, or its
+    later trials are 0 (with 0 successes); one cell empty without the other is an error."""
+    path = Path(path)
+    rows, without = [], 0
+    for row, line, cells in read_rows(path, {"group": group, "trials": trials, "successes": successes}, delimiter):
+        if not cells["trials"].strip() and not cells["successes"].strip():
+            without += 1
+            continue
+        n, y = counts(path, row, line, cells, trials, successes, at_least=0)
+        if n == 0:
+            without += 1
+            continue
+        rows.append((cells["group"], n, y))
+    if not rows:
+        raise UserError(
+            f"{path}: no group has later data in columns '{trials}' and '{successes}' (the holdout columns in the config)"
+        )
+    return rows, without
 
 
 def write_table(rows: list[tuple[str, int, int]], output: str | Path) -> None:

@@ -7,7 +7,9 @@ conjugate parameters are integrated out, and then draws those exactly with its
 every later step reads it alike. `auto` (the default) is `collapsed` where the model file
 defines it.
 
-The trace carries what is needed to reproduce it: the seed, the method, the sampler and
+Besides the posterior, the trace holds the pointwise log-likelihood and the log density of
+the model's priors (`log_prior`, for the prior sensitivity check). It carries what is
+needed to reproduce it: the seed, the method, the sampler and
 its settings, the SHA-256 of the data and of the model file, and the versions of the
 numerical stack.
 """
@@ -117,6 +119,13 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
     return result, article_model
 
 
+def hyperpriors(module, model) -> list[str]:
+    """The priors the sensitivity check scales: the model file's HYPERPRIORS (the hierarchical
+    model's alpha and beta, not its population term theta | alpha, beta), or else every
+    free variable's (no pooling, full pooling: theta's prior is all there is)."""
+    return list(getattr(module, "HYPERPRIORS", None) or [rv.name for rv in model.free_RVs])
+
+
 def provenance(
     *, dataset: str, model_name: str, data: Path, model_file: Path, seed: int, sampling: dict, settings: dict, method: str
 ) -> dict:
@@ -162,8 +171,11 @@ def main(
     method = method_of(module, settings, model_file)
     started = time.perf_counter()
     result, article_model = fit(module, table, method=method, sampling=sampling, settings=settings, seed=seed, cores=threads)
-    # Pointwise log-likelihood of the article's model (theta given), as in a NUTS trace.
+    # Pointwise log-likelihood of the article's model (theta given), as in a NUTS trace, and
+    # the log density of its priors, for the prior sensitivity check (scripts/sensitivity.py).
     result = pm.compute_log_likelihood(result, model=article_model, progressbar=False)
+    result = pm.stats.compute_log_prior(result, var_names=hyperpriors(module, article_model), model=article_model,
+                                        progressbar=False)
     log.info("sampled %s/%s (%s) in %.2f s", dataset, model, method, time.perf_counter() - started)
     result.attrs.update(
         provenance(

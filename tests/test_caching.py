@@ -19,7 +19,9 @@ from conftest import CONFIGURED_MODELS, copy_workflow, planned_outputs, run_snak
 pytestmark = pytest.mark.slow
 
 MODELS = CONFIGURED_MODELS
-CROSS_MODEL = ["forest_models.png", "comparison.csv", "comparison.png", "shrinkage.png"]
+CROSS_MODEL = ["forest_models.png", "comparison.csv", "comparison.png", "shrinkage.png", "ranks.png", "overview.json"]
+# The funnel allowing for spread uses this model's new group (funnel.model).
+SPREAD = {"hierarchical": ["funnel.csv", "funnel.png"]}
 OTHER = "group,trials,successes\nA,20,3\nB,15,12\nC,40,33\nD,8,8\nE,12,1\n"
 
 
@@ -52,7 +54,7 @@ def outputs(workdir, dataset=None, model=None):
 def branch(workdir, model):
     """A model's outputs in every data set, plus the cross-model outputs that use them."""
     return {p for d in ("spacex", "other") for p in outputs(workdir, d, model)} | {
-        f"results/{d}/{name}" for d in ("spacex", "other") for name in CROSS_MODEL
+        f"results/{d}/{name}" for d in ("spacex", "other") for name in CROSS_MODEL + SPREAD.get(model, [])
     }
 
 
@@ -92,8 +94,9 @@ def test_complete_run_has_nothing_to_do(project):
 def test_model_setting_in_config_file_reruns_that_model_only(project):
     original = with_config(project, lambda c: c["models"]["hierarchical"].update(target_accept=0.9))
     try:
-        # The model's graph depends on the data and the model file, not on sampler settings.
-        expected = {p for p in branch(project, "hierarchical") if "model_graph" not in p}
+        # The model's graph and its prior predictive check depend on the data and the model
+        # file, not on sampler settings.
+        expected = {p for p in branch(project, "hierarchical") if "model_graph" not in p and "prior_predictive" not in p}
         assert planned_outputs(project) == expected
     finally:
         (project / "config" / "config.yaml").write_text(original)
@@ -172,7 +175,8 @@ def test_sampling_settings_rerun_every_model(project, key, value):
 
 def test_new_trials_reruns_prediction_and_its_plot_only(project):
     planned = planned_outputs(project, "--config", "predict={new_trials: 20}")
-    assert planned == {p for p in outputs(project) if p.endswith(("new_group.nc", "new_group.png"))}
+    # The funnel allowing for spread reads the hierarchical model's new group (theta_new).
+    assert planned == {p for p in outputs(project) if p.endswith(("new_group.nc", "new_group.png", "funnel.csv", "funnel.png"))}
 
 
 def test_changing_one_data_file_reruns_that_data_set_only(project):

@@ -31,9 +31,15 @@ def synthetic_trace(path, *, chains=4, draws=1000, shift=0.0, divergences=0, nan
     return path
 
 
-def run(tmp_path, trace, strict=False):
+SENSITIVE = "parameter,prior,likelihood,diagnosis\nalpha,0.30,0.03,potential strong prior / weak likelihood\nmu,0.01,0.09,\n"
+CALM = "parameter,prior,likelihood,diagnosis\nalpha,0.01,0.09,\n"
+
+
+def run(tmp_path, trace, strict=False, sensitivity=CALM):
     summary, report = tmp_path / "summary.csv", tmp_path / "diagnostics.json"
-    diagnose.main(str(trace), str(summary), str(report), thresholds=THRESHOLDS, ci_prob=0.9, strict=strict)
+    (tmp_path / "sensitivity.csv").write_text(sensitivity)
+    diagnose.main(str(trace), str(tmp_path / "sensitivity.csv"), str(summary), str(report), thresholds=THRESHOLDS,
+                  ci_prob=0.9, strict=strict)
     return summary, json.loads(report.read_text())
 
 
@@ -90,3 +96,12 @@ def test_truncated_trace_is_named(tmp_path):
     trace.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match=r"t\.nc: cannot be read as NetCDF.*--forcerun"):
         run(tmp_path, trace)
+
+
+def test_a_prior_sensitivity_warning_is_a_problem_but_not_a_strict_failure(tmp_path):
+    """The sensitivity check's warning (scripts/sensitivity.py) is named among the problems,
+    but it is a finding about the model, not a failure of the sampler: strict passes."""
+    _, report = run(tmp_path, synthetic_trace(tmp_path / "t.nc"), strict=True, sensitivity=SENSITIVE)
+    assert report["ok"] is False
+    assert report["prior_sensitivity"] == {"alpha": "potential strong prior / weak likelihood", "mu": ""}
+    assert report["problems"] == ["prior sensitivity of alpha: strong prior / weak likelihood (prior 0.300, likelihood 0.030)"]

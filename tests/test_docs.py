@@ -18,10 +18,12 @@ DOCUMENTS = [ROOT / "README.md", ROOT / "config" / "README.md", ROOT / "benchmar
 
 def rule_outputs(workdir: Path, models=CONFIGURED_MODELS) -> set[str]:
     """Every output the rules make, `all` and `sbc`, as patterns over {dataset} and {model}
-    (read from a dry run of the SpaceX data set)."""
-    planned = planned_outputs(workdir, "--forceall", "all", "sbc")
-    model_folder = re.compile(r"^results/spacex/(" + "|".join(map(re.escape, models)) + r")/")
-    return {model_folder.sub("results/{dataset}/{model}/", path).replace("results/spacex/", "results/{dataset}/")
+    (read from a dry run of the SpaceX data set, and of the baseball example, which has
+    later data)."""
+    planned = planned_outputs(workdir, "--forceall", "all", "sbc", "--configfile", "config/examples/baseball.yaml")
+    datasets = "(spacex|baseball)"
+    model_folder = re.compile(rf"^results/{datasets}/(" + "|".join(map(re.escape, models)) + r")/")
+    return {re.sub(rf"^results/{datasets}/", "results/{dataset}/", model_folder.sub("results/{dataset}/{model}/", path))
             for path in planned}
 
 

@@ -105,3 +105,27 @@ def test_bad_config_is_refused_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "error: config key sampling.drawz: unknown key; did you mean 'draws'?" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_later_data_are_scored_through_the_workflow(tmp_path):
+    """The baseball example's later at-bats (config/examples/baseball.yaml), through the
+    real workflow: one row per model, the conjugate models' lpd near their exact value."""
+    from scipy import stats
+
+    workdir = copy_workflow(tmp_path)
+    baseball = yaml.safe_load((workdir / "config" / "examples" / "baseball.yaml").read_text())["datasets"]
+    config = tiny_config(datasets=baseball, models={"no_pooling": None, "full_pooling": None})
+    config["sampling"].update(draws=1000, chains=2)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(workdir, "results/baseball/holdout.csv", "results/baseball/holdout.png")
+    table = pd.read_csv(workdir / "results" / "baseball" / "holdout.csv").set_index("model")
+    assert set(table.index) == {"no_pooling", "full_pooling"} and (table["groups"] == 18).all() and (table["skipped"] == 0).all()
+    data = pd.read_csv(workdir / "config" / "data" / "efron_morris.csv")
+    n, y = data["at_bats"].to_numpy(), data["hits"].to_numpy()
+    later_n, later_y = data["remaining_at_bats"].to_numpy(), data["remaining_hits"].to_numpy()
+    exact = {"no_pooling": stats.betabinom.logpmf(later_y, later_n, 0.5 + y, 0.5 + n - y).sum(),
+             "full_pooling": stats.betabinom.logpmf(later_y, later_n, 0.5 + y.sum(), 0.5 + (n - y).sum()).sum()}
+    for model, value in exact.items():
+        assert abs(table.loc[model, "lpd"] - value) < 0.5, (model, table.loc[model, "lpd"], value)
+    assert (workdir / "logs" / "baseball" / "prepare_holdout.log").read_text().startswith("INFO pipeline.prepare_holdout: 18 groups")

@@ -20,6 +20,8 @@ import numpy as np
 import pymc as pm
 
 POPULATION_MEAN = "mu"
+# The priors the sensitivity check scales: the population's, not each group's draw from it.
+HYPERPRIORS = ("alpha", "beta")
 
 
 def build(data):

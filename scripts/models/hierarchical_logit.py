@@ -18,6 +18,8 @@ import pymc as pm
 # The population's mean success probability has no closed form here (it averages
 # invlogit over a Normal), so no population-mean figure.
 POPULATION_MEAN = None
+# The priors the sensitivity check scales: the population's, not each group's draw from it.
+HYPERPRIORS = ("m", "s")
 
 
 def build(data):

@@ -9,7 +9,9 @@ successes `y`; and `new_group(model, trials)`, called inside the model's context
 defines `theta_new`, the success probability of a group that is not in the data, and
 returns `y_new`, its successes in `trials` trials under the model's likelihood.
 `POPULATION_MEAN` names the deterministic holding the population's mean success
-probability, or is None. docs/extending.md says more.
+probability, or is None. `HYPERPRIORS`, if given, names the variables whose priors the
+prior sensitivity check scales (default: every free variable's). docs/extending.md says
+more.
 """
 
 import pymc as pm

@@ -37,3 +37,65 @@ rule plot_ppc:
         max_groups=config["plots"]["max_groups"],
     run:
         run_step(input, output, params, log)
+
+
+rule funnel:
+    """The funnel plot: observed rates against trials, binomial limits and limits allowing for spread."""
+    input:
+        code=step_code("funnel"),
+        data="results/{dataset}/data.csv",
+        prediction=funnel_prediction,
+    output:
+        table=report(
+            "results/{dataset}/funnel.csv",
+            caption="../report/funnel_table.rst",
+            category="Funnel plot",
+            labels={"data set": "{dataset}", "table": "limits"},
+        ),
+        figure=report_figure("results/{dataset}/funnel.png", "funnel", "Funnel plot"),
+    log:
+        "logs/{dataset}/funnel.log",
+    params:
+        spread_model=config["funnel"]["model"],
+        max_groups=config["plots"]["max_groups"],
+    run:
+        run_step(input, output, params, log)
+
+
+rule prior_predictive:
+    """Rates simulated from the priors against the observed ones."""
+    input:
+        code=step_code("prior_predictive"),
+        data="results/{dataset}/data.csv",
+        model_file=model_path,
+    output:
+        figure=report_figure("results/{dataset}/{model}/prior_predictive.png", "prior_predictive", "Prior checks"),
+    log:
+        "logs/{dataset}/{model}/prior_predictive.log",
+    params:
+        draws=config["prior_checks"]["draws"],
+        seed=lambda w: job_seed(w, "prior_predictive"),
+    run:
+        run_step(input, output, params, log)
+
+
+rule sensitivity:
+    """Power-scaling sensitivity of the posterior to the priors and to the likelihood."""
+    input:
+        code=step_code("sensitivity"),
+        data="results/{dataset}/data.csv",
+        trace="results/{dataset}/{model}/trace.nc",
+    output:
+        sensitivity=report(
+            "results/{dataset}/{model}/sensitivity.csv",
+            caption="../report/sensitivity.rst",
+            category="Prior checks",
+            subcategory="{model}",
+            labels={"data set": "{dataset}", "model": "{model}", "table": "sensitivity"},
+        ),
+    log:
+        "logs/{dataset}/{model}/sensitivity.log",
+    params:
+        max_groups=config["plots"]["max_groups"],
+    run:
+        run_step(input, output, params, log)

@@ -52,7 +52,7 @@ sys.path.insert(0, str(SCRIPTS))
 import worker  # noqa: E402
 from check_config import check_config, model_file  # noqa: E402
 from common import UserError, derive_seed  # noqa: E402
-from prepare_data import validate  # noqa: E402
+from prepare_data import validate, validate_later  # noqa: E402
 
 try:
     _checked = check_config(config)
@@ -60,6 +60,8 @@ try:
     # before any job starts, so no earlier result is deleted or replaced. It is cheap.
     for _name, _table in _checked["datasets"].items():
         validate(_table["path"], _table["group"], _table["trials"], _table["successes"], _table["delimiter"])
+        if "holdout" in _table:
+            validate_later(_table["path"], _table["group"], **_table["holdout"], delimiter=_table["delimiter"])
 except UserError as error:
     # One line, no traceback: the user's config is wrong, not the workflow.
     print(f"error: {error}", file=sys.stderr)
@@ -163,7 +165,26 @@ wildcard_constraints:
 
 
 def model_path(wildcards):
-    return os.path.relpath(model_file(wildcards.model, config["models"][wildcards.model]))
+    return model_relpath(wildcards.model)
+
+
+def model_relpath(model):
+    return os.path.relpath(model_file(model, config["models"][model]))
+
+
+def ranking(dataset):
+    """A data set's ranking settings: `ranking`, with the data set's own over it."""
+    return {**config["ranking"], **config["datasets"][dataset].get("ranking", {})}
+
+
+def has_holdout(dataset):
+    return "holdout" in config["datasets"][dataset]
+
+
+def funnel_prediction(wildcards):
+    """The new group of the model that gives the funnel its spread, if that model is fitted."""
+    model = config["funnel"]["model"]
+    return [f"results/{wildcards.dataset}/{model}/new_group.nc"] if model in config["models"] else []
 
 
 @functools.cache
@@ -223,8 +244,9 @@ def job_seed(wildcards, purpose):
 
 # Steps whose outputs are made only when asked for by name (`snakemake sbc`).
 ON_REQUEST = {"sbc_fit", "plot_sbc"}
-# Steps that apply only to some models: step -> which models.
+# Steps that apply only to some models, or to some data sets: step -> which ones.
 ONLY_FOR = {"plot_population_mean": lambda model: population_mean(model) is not None}
+ONLY_FOR_DATASETS = {"prepare_holdout": has_holdout, "holdout": has_holdout}
 
 
 def own_steps():
@@ -247,12 +269,32 @@ def all_targets():
         if step in ON_REQUEST or not defined.output:
             continue
         applies = ONLY_FOR.get(step, lambda model: True)
+        datasets = [d for d in DATASETS if ONLY_FOR_DATASETS.get(step, lambda dataset: True)(d)]
         for pattern in map(strip_wildcard_constraints, defined.output):
             if "{model}" in pattern:
-                targets += expand(pattern, dataset=DATASETS, model=[m for m in MODELS if applies(m)])
+                targets += expand(pattern, dataset=datasets, model=[m for m in MODELS if applies(m)])
             else:
-                targets += expand(pattern, dataset=DATASETS)
+                targets += expand(pattern, dataset=datasets)
     return targets
+
+
+def _report_overview():
+    """What the report's first page says of each data set (results/DATASET/overview.json, made
+    by the overview step), read when they exist: the page is a template of the config alone,
+    so this is how it learns the results. Cheap (a few small files)."""
+    import json
+
+    found = {}
+    for name in DATASETS:
+        path = Path("results", name, "overview.json")
+        try:
+            found[name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+config["report_overview"] = _report_overview()
 
 
 def report_figure(path, caption, category):

@@ -45,3 +45,20 @@ rule compare:
         k_threshold=config["compare"]["pareto_k_threshold"],
     run:
         run_step(input, output, params, log)
+
+
+rule overview:
+    """The report's first page: best and worst groups, and the models sensitive to their priors."""
+    input:
+        code=step_code("overview"),
+        comparison="results/{dataset}/comparison.csv",
+        ranks=expand("results/{{dataset}}/{model}/ranks.csv", model=MODELS),
+        sensitivity=expand("results/{{dataset}}/{model}/sensitivity.csv", model=MODELS),
+    output:
+        overview="results/{dataset}/overview.json",
+    log:
+        "logs/{dataset}/overview.log",
+    params:
+        models=MODELS,
+    run:
+        run_step(input, output, params, log)

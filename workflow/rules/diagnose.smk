@@ -1,8 +1,9 @@
 rule diagnose:
-    """R-hat, ESS, MCSE, divergences and BFMI of one trace, checked against thresholds."""
+    """R-hat, ESS, MCSE, divergences and BFMI against thresholds, with the prior sensitivity."""
     input:
-        code=step_code("diagnose", "mcmc_stats"),
+        code=step_code("diagnose", "mcmc_stats", "sensitivity"),
         trace="results/{dataset}/{model}/trace.nc",
+        sensitivity="results/{dataset}/{model}/sensitivity.csv",
     output:
         summary=report(
             "results/{dataset}/{model}/summary.csv",

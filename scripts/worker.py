@@ -30,11 +30,13 @@ The pieces, in the order a run meets them:
   anywhere, `sys.exit`, `KeyboardInterrupt`) ends as that step's failure, with its log.
 
 Security (docs/cluster.md, "Shared nodes"): the socket is in Linux's abstract namespace,
-which every user of the machine can reach. Its name holds a random secret, which only
-the owner's environment carries (/proc/PID/environ is readable by its user only); the
-worker serves only its own user and callers that present the secret; a caller sends
-nothing before it has checked, with SO_PEERCRED, that the listener is its user's worker
-process; and a request carries only the environment variables that differ from the
+which every user of the machine can reach, and whose bound names anyone can list
+(/proc/net/unix). So the kernel's word decides: a caller sends nothing before it has
+checked, with SO_PEERCRED, that the listener is its user's worker process (its pid and
+start time); the worker serves only its own user, and only callers that present the
+owner's secret, which only the owner's environment carries (/proc/PID/environ is
+readable by its user alone; the name, random too, cannot be guessed before the worker
+binds it); and a request carries only the environment variables that differ from the
 worker's, not the whole environment.
 
 Off Linux (macOS, Windows), or with PIPELINE_WARM=0, every step runs in a fresh Python
@@ -93,14 +95,13 @@ STEP_ENV = {
     "JE_ARROW_MALLOC_CONF": "background_thread:false",
 }
 
-# Variables that the preloaded libraries read when they are imported (PyTensor's flags and
-# compile directory, Numba's, thread pools, matplotlib's backend, Python's own). A step
-# whose environment differs from the worker's in one of them cannot be honoured by a fork
-# of the worker, which imported them long ago; it runs in a fresh process instead.
-IMPORT_TIME_PREFIXES = (
-    "PYTENSOR", "NUMBA_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "VECLIB_", "NUMEXPR_", "TBB_", "RAYON_",
-    "MPL", "PYTHON", "LD_", "MALLOC_", "JE_", "HDF5_", "NETCDF", "ARVIZ", "XARRAY", "PYMC", "NUTPIE",
-)
+# Variables a fork of the worker may take over from its caller: those of the scheduler and
+# of the workflow itself, which no library reads when it is imported. Any other difference
+# between a step's environment and the worker's (PyTensor's or Numba's flags, thread
+# counts, the locale, TMPDIR, LD_PRELOAD, ...) may have been read by the libraries the
+# worker imported long ago, so a fork cannot honour it: that step runs in a fresh process.
+FORK_SAFE_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "PMI_", "PMIX_", "OMPI_", "PIPELINE_", "SNAKEMAKE", "PYTEST_")
+FORK_SAFE_NAMES = {"OLDPWD", "PWD", "SHLVL", "_"}
 
 
 class StepFailed(Exception):
@@ -256,21 +257,26 @@ class _Client:
         owner = _owner()
         deadline = time.monotonic() + 60
         while True:
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                conn.connect(_address(owner))
-                break
-            except (ConnectionRefusedError, FileNotFoundError):
-                conn.close()
+            # Checked before each attempt: a dead worker's name is free for anyone to take.
             if self.process is not None and self.process.poll() is not None:
-                raise StepFailed(f"the step worker could not start (exit status {self.process.returncode}); see the messages above")
+                raise StepFailed(f"the step worker (process {worker_pid}) has ended "
+                                 f"({describe_status(self.process.returncode)}); see the messages above")
             if not _alive(owner, "worker", "worker_start"):
                 raise StepFailed(f"the step worker (process {worker_pid}) has ended")
             if time.monotonic() > deadline:
                 raise StepFailed("the step worker did not answer within 60 s")
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.settimeout(10)  # a listener whose backlog is full would block connect() for ever
+            try:
+                conn.connect(_address(owner))
+                conn.settimeout(None)
+                break
+            except (ConnectionRefusedError, FileNotFoundError, TimeoutError, BlockingIOError):
+                conn.close()
             time.sleep(0.01)
         pid, uid = _peer(conn)
-        if uid != os.getuid() or pid != worker_pid:
+        # The worker by its pid and its start time: a pid alone could have been reused.
+        if uid != os.getuid() or pid != worker_pid or _start_time(pid) != owner.get("worker_start"):
             conn.close()
             who = f"another user, {_user(uid)}" if uid != os.getuid() else "another of your processes"
             raise StepFailed(
@@ -319,21 +325,28 @@ def describe_status(status: int) -> str:
     return f"killed by {name}{hint}"
 
 
-def import_time_changes(changes: dict) -> list[str]:
-    """The variables among `changes` that libraries read when they are imported."""
+def unforkable_changes(changes: dict) -> list[str]:
+    """The variables among `changes` that a fork of the worker cannot honour."""
     names = [*changes["set"], *changes["unset"]]
-    return sorted(name for name in names if name.startswith(IMPORT_TIME_PREFIXES) and name not in STEP_ENV)
+    return sorted(name for name in names
+                  if not name.startswith(FORK_SAFE_PREFIXES) and name not in FORK_SAFE_NAMES and name not in STEP_ENV)
 
 
-def run_step(script: str | Path, *, kwargs: dict, log: str, threads: int = 1) -> None:
-    """Run the step file's main(**kwargs), its output in `log`; raise StepFailed if it fails."""
+def run_step(script: str | Path, *, kwargs: dict, log: str, threads: int = 1, cwd: str | None = None) -> None:
+    """Run the step file's main(**kwargs), its output in `log`; raise StepFailed if it fails.
+
+    `cwd` is the working directory the step's relative paths are relative to (default: this
+    process's): Snakemake's own, recorded when the workflow was read, since a shadow rule
+    running in another thread may change the process's meanwhile."""
     step = Path(script).stem
+    cwd = cwd or os.getcwd()
+    log_path = os.path.join(cwd, log)  # messages name `log` as given
     request = {
-        "script": os.path.abspath(script),
+        "script": os.path.join(cwd, script),
         "kwargs": kwargs,
-        "log": os.path.abspath(log),
+        "log": log_path,
         "threads": threads,
-        "cwd": os.getcwd(),
+        "cwd": cwd,
     }
     started = time.perf_counter()
     how = _fresh_reason()
@@ -342,10 +355,10 @@ def run_step(script: str | Path, *, kwargs: dict, log: str, threads: int = 1) ->
         conn = client.connect()
         owner = _owner()
         changes = client.environment_changes(owner)
-        unsafe = import_time_changes(changes)
+        unsafe = unforkable_changes(changes)
         if unsafe:
             conn.close()
-            how = f"fresh process: {', '.join(unsafe)} differ from the worker's, and libraries read them at import"
+            how = f"fresh process: {', '.join(unsafe)} differ from the worker's, and libraries may read them at import"
         else:
             with conn:
                 _send(conn, {**request, "env": changes, "secret": owner["secret"]})
@@ -354,6 +367,8 @@ def run_step(script: str | Path, *, kwargs: dict, log: str, threads: int = 1) ->
                     result = message
             if "fresh" in result:  # the worker cannot fork safely: it said so once, on its stderr
                 client.fresh_reason = how = f"fresh process: {result['fresh']}"
+            elif "error" in result:  # the worker could not start the step (a fork refused)
+                how = f"warm worker: {result['error']}"
             else:
                 caller = "" if owner["pid"] == os.getpid() else ", called from a Snakemake process of its own"
                 how = f"warm worker{caller}"
@@ -365,7 +380,7 @@ def run_step(script: str | Path, *, kwargs: dict, log: str, threads: int = 1) ->
     if usage:
         line += f", CPU {usage['cpu']:.3f} s, peak RSS {usage['maxrss_mb']:.0f} MB"
     try:
-        with open(log, "a") as handle:
+        with open(log_path, "a") as handle:
             handle.write(f"{line} ({how})\n")
     except OSError as exc:
         raise StepFailed(f"step {step}: its log {log} cannot be written ({exc.strerror}); {line}") from exc
@@ -421,8 +436,8 @@ def _preload() -> None:
     for name in (*PRELOAD, *extra):
         try:
             importlib.import_module(name)
-        except ImportError as exc:  # a step that needs it will say so itself
-            print(f"step worker: cannot preload {name}: {exc}", file=sys.stderr)
+        except Exception as exc:  # a step that needs it will say so itself
+            print(f"step worker: cannot preload {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
     try:
         _warm_up()
     except Exception as exc:  # a cold first step is slower, not wrong
@@ -578,7 +593,13 @@ def serve() -> None:
                         _send(conn, {"fresh": unsafe})
                     conn.close()
                     continue
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as exc:  # a per-user process limit, memory: this step fails, not the worker
+                    with contextlib.suppress(OSError):
+                        _send(conn, {"status": 1, "rusage": None, "error": f"could not fork a process for the step ({exc.strerror})"})
+                    conn.close()
+                    continue
                 if pid == 0:
                     _in_child(request, conn, [listener, wake_r, wake_w, owner_fd, selector, *children.values()])
                 children[pid] = conn
@@ -588,8 +609,12 @@ def serve() -> None:
                     os.read(wake_r, 4096)
                 _reap(children, selector)
             elif key.data != "owner":
-                # The caller closed its end (Snakemake stopped the job): stop the step.
+                # The caller closed its end (Snakemake stopped the job): stop the step. In the
+                # same batch of events the step may have ended and been reaped already (its
+                # connection then closed): nothing is left to stop.
                 pid = key.data
+                if children.get(pid) is not key.fileobj:
+                    continue
                 try:
                     gone = not key.fileobj.recv(1, socket.MSG_PEEK)
                 except OSError:
@@ -597,7 +622,8 @@ def serve() -> None:
                 if gone:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    selector.unregister(key.fileobj)
+                    with contextlib.suppress(KeyError, ValueError):
+                        selector.unregister(key.fileobj)
                     key.fileobj.close()
                     children[pid] = None
 
@@ -609,7 +635,7 @@ def _accepted_request(conn: socket.socket, owner: dict) -> dict | None:
         return None
     try:
         request = _read_request(conn)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if request is None or not hmac.compare_digest(str(request.get("secret", "")), owner["secret"]):
         return None
@@ -709,7 +735,8 @@ def execute(request: dict) -> int:
         return 0
     except SystemExit as exc:
         code = exc.code
-        status = 0 if code is None else code if isinstance(code, int) else 1
+        # An exit status is one byte: sys.exit(256) would read as success.
+        status = 0 if code is None else code if isinstance(code, int) and 0 <= code <= 255 else 1
         if status != 0:
             _fail(request, log, f"the step called sys.exit({code!r})")
         return status

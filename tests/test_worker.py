@@ -179,6 +179,8 @@ CRASHES = {
     "BaseException at import": (
         "class Stop(BaseException):\n    pass\nraise Stop('at import')\n", 1, "step_crash.Stop: at import"),
     "segfault at import": ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", -11, "killed by SIGSEGV"),
+    # An exit status is one byte: 256 would read as 0, success.
+    "sys.exit(256)": ("def main():\n    raise SystemExit(256)\n", 1, "the step called sys.exit(256)"),
 }
 
 
@@ -463,3 +465,34 @@ def test_warm_and_fresh_processes_give_bitwise_equal_results(owner, tmp_path, sp
         for name, values in warm[group].data_vars.items():
             assert values.values.tobytes() == fresh[group][name].values.tobytes(), (group, name)
     np.testing.assert_array_equal(warm["sample_stats"]["diverging"].values, fresh["sample_stats"]["diverging"].values)
+
+
+def test_a_step_that_ends_as_its_caller_leaves_does_not_break_the_worker(owner, tmp_path):
+    """The step's end (SIGCHLD) and its caller's hang-up reach the worker in one batch of
+    events while it is busy reading another request: the reaped step's connection is closed
+    before its hang-up is handled. That once raised in the worker's loop and killed it."""
+    script = step_file(tmp_path, "quick", """
+        import time
+        def main():
+            time.sleep(0.3)
+    """)
+    worker._Client.get().connect().close()
+    before = worker_processes(owner)
+    caller = worker._Client.get().connect()
+    worker._send(caller, raw_request(script, {}, tmp_path / "quick.log"))
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    busy.connect(worker._address(worker._owner()))
+    busy.sendall(b"{")  # the worker now waits in _read_request for the rest of this line
+    time.sleep(0.8)  # meanwhile the step ends (SIGCHLD) ...
+    caller.close()  # ... and its caller hangs up
+    time.sleep(0.2)
+    busy.sendall(b"}\n")  # an empty request: refused, and both events are handled at once
+    busy.close()
+    time.sleep(0.5)
+    assert worker_processes(owner) == before  # the worker lives
+    fine = step_file(tmp_path, "fine", """
+        def main(output):
+            open(output, "w").write("ok")
+    """)
+    worker.run_step(fine, kwargs={"output": str(tmp_path / "ok")}, log=str(tmp_path / "fine.log"))
+    assert (tmp_path / "ok").read_text() == "ok"

@@ -147,7 +147,7 @@ def test_a_setting_libraries_read_at_import_runs_the_step_in_a_fresh_process(fre
     worker.run_step(script, kwargs={"output": str(tmp_path / "fresh.json")}, log=str(tmp_path / "fresh.log"))
     assert json.loads((tmp_path / "fresh.json").read_text())["PYTENSOR_FLAGS"] == "optimizer_verbose=False"
     last = (tmp_path / "fresh.log").read_text().rstrip().splitlines()[-1]
-    assert last.endswith("(fresh process: PYTENSOR_FLAGS differ from the worker's, and libraries read them at import)")
+    assert last.endswith("(fresh process: PYTENSOR_FLAGS differ from the worker's, and libraries may read them at import)")
 
 
 def test_the_address_holds_a_secret_that_only_the_owner_environment_carries(fresh_owner):
@@ -156,3 +156,87 @@ def test_the_address_holds_a_secret_that_only_the_owner_environment_carries(fres
     assert fresh_owner["secret"] in address and len(fresh_owner["secret"]) == 32
     assert str(os.getpid()) not in address
     assert oct(os.stat(f"/proc/{os.getpid()}/environ").st_mode & 0o777) == "0o400"
+
+
+# Another user's listener whose backlog is full (listen(0), one pending connection of its
+# own): a connect() to it blocks.
+FULL_BACKLOG = """
+import os, socket, time
+os.setuid(65534)
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind({address!r})
+listener.listen(0)
+pending = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+pending.setblocking(False)
+try:
+    pending.connect({address!r})
+except OSError:
+    pass
+print("listening", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_dead_worker_name_taken_by_someone_else_fails_fast(fresh_owner, tmp_path):
+    """The worker is gone and another user holds its (listable) name, with a backlog so full
+    that connect() would block: the step fails at once, naming the worker's end."""
+    script = step_file(tmp_path, "mark", """
+        def main(output):
+            open(output, "w").write("ran")
+    """)
+    worker.run_step(script, kwargs={"output": str(tmp_path / "first")}, log=str(tmp_path / "first.log"))
+    client = worker._Client.get()
+    client.process.kill()
+    client.process.wait()
+    squatter = subprocess.Popen([sys.executable, "-c", FULL_BACKLOG.format(address=worker._address(fresh_owner))],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout.readline().strip() == "listening"
+        started = time.monotonic()
+        with pytest.raises(worker.StepFailed, match=r"the step worker .* has ended"):
+            worker.run_step(script, kwargs={"output": str(tmp_path / "ran")}, log=str(tmp_path / "mark.log"))
+        assert time.monotonic() - started < 5
+    finally:
+        squatter.kill()
+    assert not (tmp_path / "ran").exists()
+
+
+NO_FORK = """
+import errno, os
+def refuse():
+    raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+os.fork = refuse
+"""
+REFUSED_OWNER = """
+import sys
+sys.path.insert(0, {scripts!r})
+import worker
+worker.claim()
+for name in ("one", "two"):
+    try:
+        worker.run_step({script!r}, kwargs={{}}, log={log!r} + name)
+    except worker.StepFailed as failure:
+        print("failed:", failure, flush=True)
+print("worker alive:", worker._Client.get().process.poll() is None, flush=True)
+"""
+
+
+def test_a_refused_fork_fails_that_step_and_the_worker_goes_on(tmp_path):
+    """A per-user process limit (EAGAIN) refuses the fork: the step fails with its reason in
+    its log; the worker does not die with it."""
+    from conftest import SCRIPTS
+
+    (tmp_path / "nofork.py").write_text(NO_FORK)
+    script = step_file(tmp_path, "fine", """
+        def main():
+            pass
+    """)
+    code = REFUSED_OWNER.format(scripts=str(SCRIPTS), script=str(script), log=str(tmp_path / "fine.log"))
+    env = {**{k: v for k, v in os.environ.items() if k != worker.ENV}, worker.PRELOAD_EXTRA: "nofork", "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    lines = result.stdout.strip().splitlines()
+    assert lines[:2] == ["failed: step fine failed: exit status 1; see its log " + str(tmp_path / f"fine.log{n}") for n in ("one", "two")]
+    assert lines[2] == "worker alive: True"
+    assert (tmp_path / "fine.logone").read_text().rstrip().endswith(
+        "(warm worker: could not fork a process for the step (Resource temporarily unavailable))")

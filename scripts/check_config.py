@@ -107,6 +107,31 @@ def as_tuple(kind):
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+def model_constant(path: Path, name: str, default=None):
+    """A top-level constant of a model file (SHAPE, POPULATION_MEAN), read without importing it."""
+    import ast
+
+    for node in ast.parse(Path(path).read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == name for target in node.targets):
+            return ast.literal_eval(node.value)
+    return default
+
+
+def model_shape(name: str, settings: dict) -> str:
+    """The shape of data a model takes: its file's SHAPE, binomial if it says nothing."""
+    return model_constant(model_file(name, settings), "SHAPE", "binomial")
+
+
+def check_pairs(dataset_shapes: dict, model_shapes: dict) -> None:
+    """Every data set has a model of its shape, or one line says which to add."""
+    for dataset, shape in dataset_shapes.items():
+        if shape not in model_shapes.values():
+            takers = sorted(path.stem for path in MODELS_DIR.glob("*.py") if model_constant(path, "SHAPE", "binomial") == shape)
+            raise UserError(
+                f"config key models: no model takes data set {dataset}'s {shape} data; add one of {', '.join(takers)}"
+            )
+
+
 def defined_functions(path: Path) -> set[str]:
     """Top-level functions of a model file, read without importing it (PyMC is slow to import)."""
     import ast
@@ -122,8 +147,9 @@ def check_config(config: dict) -> dict:
     """Return the config with defaults filled in, or raise UserError naming the key."""
     schema = load_schema()
     config = dict(config)
-    # Not a setting: what the report's first page shows, read from results by common.smk.
+    # Not settings: what the report's first page shows, set by common.smk.
     config.pop("report_overview", None)
+    config.pop("report_shapes", None)
     config = coerce_strings(copy.deepcopy(config), schema)
     config["models"] = {
         name: ({} if settings is None else settings) for name, settings in (config.get("models") or {}).items()

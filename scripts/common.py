@@ -169,11 +169,15 @@ def setup_logging(log_path: str | Path | None) -> logging.Logger:
 
 
 def read_prepared(path: str | Path):
-    """Read a table written by prepare_data.py (already validated)."""
+    """Read a table written by prepare_data.py (already validated), of any shape."""
     import pandas as pd
 
+    from shapes import SHAPES
+
     # Labels stay text: "007" must not become 7.
-    return pd.read_csv(path, dtype={"group": str, "trials": "int64", "successes": "int64"}, keep_default_na=False)
+    counts = {column: "int64" for shape in SHAPES.values() for column in shape.counts}
+    return pd.read_csv(path, dtype={"group": str, **counts, "estimate": float, "se": float, "prior_scale": float},
+                       keep_default_na=False)
 
 
 def save_plot_collection(collection, path: str | Path) -> None:

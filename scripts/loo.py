@@ -26,17 +26,20 @@ import logging
 import numpy as np
 
 from common import derive_seed, load_module, read_prepared, read_variables, readable, write_datatree
+from shapes import SHAPES, new_group_sizes, shape_of
 
 log = logging.getLogger("pipeline.loo")
 
 
 def group_log_likelihood(module, posterior, table, trace_path=None):
     """log p(y_j | population parameters) per (chain, draw, group), own parameters
-    integrated out where the model file says how; else the trace's conditional one."""
+    integrated out where the model file says how; else the trace's conditional one, summed
+    over the model's observed variables (a two-arm trial's two arms)."""
     if hasattr(module, "group_log_likelihood"):
         return np.asarray(module.group_log_likelihood(posterior, table))
-    values = read_variables(trace_path, "log_likelihood", ["y"], rule_hint="sample")["y"].values
-    return np.broadcast_to(values, (*values.shape[:2], len(table))) if values.ndim == 2 else values
+    stored = read_variables(trace_path, "log_likelihood", rule_hint="sample")
+    total = sum(stored[name].transpose("chain", "draw", ...).values for name in stored.data_vars)
+    return np.broadcast_to(total, (*total.shape[:2], len(table))) if total.ndim == 2 else total
 
 
 def as_tree(posterior, loglik, groups):
@@ -109,13 +112,14 @@ def predictive_log_likelihood(module, posterior, fitted_table, left_out, *, seed
     import pymc as pm
     from pymc.sampling.forward import vectorize_over_posterior
 
+    (observed_column,) = SHAPES[shape_of(left_out)].observed.values()  # two-arm models give group_log_likelihood
     columns = []
-    for trials, successes in zip(left_out["trials"], left_out["successes"], strict=True):
+    for size, observed in zip(new_group_sizes(left_out), left_out[observed_column], strict=True):
         model = module.build(fitted_table)
         fitted = list(model.free_RVs)  # before new_group() adds its own
         with model:
-            y_new = module.new_group(model, int(trials))
-        (log_likelihood,) = vectorize_over_posterior([pm.logp(y_new, int(successes))], posterior, input_rvs=fitted)
+            y_new = module.new_group(model, size)
+        (log_likelihood,) = vectorize_over_posterior([pm.logp(y_new, observed)], posterior, input_rvs=fitted)
         columns.append(pm.draw(log_likelihood, random_seed=seed))
     return np.stack(columns, axis=-1)
 

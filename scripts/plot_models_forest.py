@@ -11,6 +11,7 @@ import numpy as np
 
 from common import read_prepared, read_variables, save_figure, save_plot_collection
 from group_figures import caterpillar, interval_summary
+from shapes import observed_values, shape_of
 
 
 def theta_by_group(theta, groups):
@@ -39,7 +40,8 @@ def main(data: str, traces: list[str], figure: str, *, models: list[str], ci_pro
         collection.add_legend("model")
         save_plot_collection(collection, figure)
         return
-    order = np.argsort((table["successes"] / table["trials"]).to_numpy(), kind="stable")
+    order = np.argsort(observed_values(table), kind="stable")
+    bounded = shape_of(table) == "binomial"
     fig, axes = plt.subplots(len(models), 1, figsize=(8, 2.2 * len(models)), sharex=True, sharey=True, squeeze=False)
     for index, (name, path) in enumerate(zip(models, traces, strict=True)):
         theta = theta_by_group(read_variables(path, "posterior", ["theta"])["theta"], groups).transpose("chain", "draw", "group")
@@ -48,8 +50,9 @@ def main(data: str, traces: list[str], figure: str, *, models: list[str], ci_pro
         axis = axes[index, 0]
         caterpillar(axis, means, low, high, color=f"C{index}", order=order)
         axis.set_ylabel(name, fontsize=8)
-        axis.set_ylim(-0.02, 1.02)
-    axes[-1, 0].set_xlabel("groups, sorted by their raw success rate")
+        if bounded:
+            axis.set_ylim(-0.02, 1.02)
+    axes[-1, 0].set_xlabel("groups, sorted by their own estimate")
     fig.suptitle(f"theta per group ({len(groups):,} groups): posterior mean and {ci_prob:.0%} interval", fontsize=10)
     save_figure(fig, figure, dpi=100)
     plt.close(fig)

@@ -1,7 +1,9 @@
-"""Posterior of the population's mean success probability, with its MAP marked.
+"""Posterior of the population's mean (success probability, effect, log odds ratio), with
+its MAP marked.
 
 The MAP is the mode of the marginal posterior of mu, found as in the article from a
-histogram: the midpoint of the fullest of `bins` equal-width bins over [0, 1].
+histogram: the midpoint of the fullest of `bins` equal-width bins over [0, 1] (a
+probability), or over the range of its draws (an effect).
 """
 
 
@@ -10,13 +12,14 @@ import numpy as np
 from common import read_variables, save_plot_collection
 
 
-def histogram_mode(values, bins: int = 100) -> float:
-    counts, edges = np.histogram(np.ravel(values), bins=bins, range=(0.0, 1.0))
+def histogram_mode(values, bins: int = 100, bounded: bool = True) -> float:
+    values = np.ravel(values)
+    counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0) if bounded else (values.min(), values.max()))
     fullest = int(np.argmax(counts))  # the first of equally full bins, deterministically
     return float((edges[fullest] + edges[fullest + 1]) / 2)
 
 
-def main(trace: str, figure: str, *, variable: str, ci_prob: float, bins: int = 100) -> None:
+def main(trace: str, figure: str, *, variable: str, ci_prob: float, bins: int = 100, bounded: bool = True) -> None:
     trace_path, output = trace, figure
     import arviz as az
     import matplotlib
@@ -25,7 +28,7 @@ def main(trace: str, figure: str, *, variable: str, ci_prob: float, bins: int = 
     matplotlib.use("Agg")
     # The one variable, not the whole trace (at 10,000 groups, 600 MB).
     posterior = read_variables(trace_path, "posterior", [variable], rule_hint="sample")
-    mode = histogram_mode(posterior[variable].values, bins)
+    mode = histogram_mode(posterior[variable].values, bins, bounded)
     collection = az.plot_dist(xr.DataTree.from_dict({"/posterior": posterior}), var_names=[variable], ci_prob=ci_prob)
     axes = collection.viz["plot"][variable].item()
     axes.axvline(mode, color="C3", linestyle="--")

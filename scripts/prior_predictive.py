@@ -1,29 +1,34 @@
 """Prior predictive check: do the model's priors, before seeing the data, give data like the
 observed? (The first check of the Bayesian workflow, Gelman et al. 2020.)
 
-Successes are simulated from the prior for the data set's own groups and trials, under the
-model's own likelihood. The figure puts the simulated data beside the observed in two
-ways: the rates themselves (successes / trials, every group of every simulated data set,
-against each observed rate), and the spread of the rates between groups (their standard
-deviation in each simulated data set, against the observed one), which is what the
-pooling models disagree on. Priors that make the observed data implausible, or that put
-most simulated data where nothing plausible is, show at a glance. (ArviZ's predictive
-plots show counts, or one interval per observation; rates of groups of different sizes,
-at thousands of groups, need this figure of their own.)
+Data are simulated from the prior for the data set's own groups and design (trials,
+standard errors), under the model's own likelihood. The figure puts the simulated data
+beside the observed in two ways: each group's own estimate (its rate, its reported
+estimate, its empirical log odds ratio: every group of every simulated data set, against
+each observed one), and the spread of those between groups (their standard deviation in
+each simulated data set, against the observed one), which is what the pooling models
+disagree on. Priors that make the observed data implausible, or that put most simulated
+data where nothing plausible is, show at a glance. (ArviZ's predictive plots show counts,
+or one interval per observation; rates of groups of different sizes, at thousands of
+groups, need this figure of their own.)
 """
 
 import numpy as np
 
 from common import load_module, read_prepared, save_figure
+from shapes import SHAPES, observed_values, shape_of, with_observed
 
 
-def prior_rates(model, table, *, draws: int, seed: int):
-    """Rates simulated from the prior predictive: array (draw, group)."""
+def prior_values(model, table, *, draws: int, seed: int):
+    """Each group's own estimate in data simulated from the prior predictive: (draw, group)."""
     import pymc as pm
 
-    prior = pm.sample_prior_predictive(draws=draws, model=model, var_names=["y"], random_seed=seed)
-    successes = prior["prior_predictive"]["y"].transpose("chain", "draw", "group").values.reshape(draws, len(table))
-    return successes / table["trials"].to_numpy()
+    observed = SHAPES[shape_of(table)].observed
+    prior = pm.sample_prior_predictive(draws=draws, model=model, var_names=list(observed), random_seed=seed)
+    simulated = {name: prior["prior_predictive"][name].transpose("chain", "draw", "group").values.reshape(draws, len(table))
+                 for name in observed}
+    return np.stack([observed_values(with_observed(table, {name: values[index] for name, values in simulated.items()}))
+                     for index in range(draws)])
 
 
 def main(data: str, model_file: str, figure: str, *, draws: int, seed: int) -> None:
@@ -33,10 +38,15 @@ def main(data: str, model_file: str, figure: str, *, draws: int, seed: int) -> N
     import matplotlib.pyplot as plt
 
     table = read_prepared(data)
-    simulated = prior_rates(load_module(model_file).build(table), table, draws=draws, seed=seed)
-    observed = table["successes"].to_numpy() / table["trials"].to_numpy()
+    shape = SHAPES[shape_of(table)]
+    simulated = prior_values(load_module(model_file).build(table), table, draws=draws, seed=seed)
+    observed = observed_values(table)
     fig, (rates, spread) = plt.subplots(1, 2, figsize=(10, 3.8))
-    bins = np.linspace(0, 1, 41)
+    if shape.name == "binomial":
+        bins = np.linspace(0, 1, 41)
+    else:  # vague priors simulate far beyond the data: show the middle 99% and the data
+        low, high = np.quantile(simulated, [0.005, 0.995])
+        bins = np.linspace(min(low, observed.min()), max(high, observed.max()), 41)
     rates.hist(simulated.ravel(), bins=bins, density=True, color="C0", alpha=0.5, label=f"simulated from the prior ({draws} data sets)")
     if len(observed) <= 200:
         for value in observed:
@@ -44,7 +54,7 @@ def main(data: str, model_file: str, figure: str, *, draws: int, seed: int) -> N
         rates.plot([], [], color="black", linewidth=1, label="observed, one line per group")
     else:
         rates.hist(observed, bins=bins, density=True, histtype="step", color="black", linewidth=1.5, label="observed")
-    rates.set_xlabel("rate (successes / trials)")
+    rates.set_xlabel("rate (successes / trials)" if shape.name == "binomial" else f"each group's own estimate ({shape.value})")
     rates.set_yticks([])
     rates.legend(fontsize=7, loc="upper center")
     rates.set_title("Rates of the groups", fontsize=10)
@@ -55,7 +65,7 @@ def main(data: str, model_file: str, figure: str, *, draws: int, seed: int) -> N
         share = (spreads >= observed.std()).mean()
         spread.set_title(f"Spread between groups: {share:.0%} of the simulated ones are larger", fontsize=10)
         spread.legend(fontsize=7)
-    spread.set_xlabel("standard deviation of the rates across groups")
+    spread.set_xlabel("standard deviation across groups")
     spread.set_yticks([])
     fig.suptitle("Prior predictive check", fontsize=11)
     fig.tight_layout()

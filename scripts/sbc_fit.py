@@ -1,17 +1,16 @@
 """Simulation-based calibration (Talts et al. 2018) of one model on one data set's design.
 
-Draw parameters from the model's prior, simulate successes for the data set's own groups
-and trials, fit the model to each simulated data set, and record the rank of the true
-value among the posterior draws, for every scalar parameter and every group's theta. If
-the sampler and the model code are right, each rank is uniform on 0..L (L posterior
-draws kept). Writes the ranks (one row per simulation) and a table with, per parameter,
-a chi-square test of uniformity over `bins` equal bins.
+Draw parameters from the model's prior, simulate data for the data set's own groups and
+design (trials, standard errors), fit the model to each simulated data set, and record
+the rank of the true value among the posterior draws, for every parameter and every
+group's theta. If the sampler and the model code are right, each rank is uniform on
+0..L (L posterior draws kept). Writes the ranks (one row per simulation) and a table
+with, per parameter, a chi-square test of uniformity over `bins` equal bins.
 
-Every simulation has the same design (groups and trials), so with nutpie the model is
-compiled once and each simulation's successes are swapped into it (`with_data`): the
-article's model with its observed values made a shared variable (`pm.observe`), or the
-collapsed model's data containers. SBC checks the method that `sample` uses, collapsed
-or NUTS.
+Every simulation has the same design, so with nutpie the model is compiled once and each
+simulation's observed values are swapped into it (`with_data`): the article's model with
+its observed variables made shared variables (`pm.observe`), or the collapsed model's
+data containers. SBC checks the method that `sample` uses, collapsed or NUTS.
 """
 
 import logging
@@ -19,6 +18,7 @@ import logging
 import numpy as np
 
 from common import atomic_path, load_module, read_prepared
+from shapes import SHAPES, shape_of, with_observed
 
 log = logging.getLogger("pipeline.sbc")
 
@@ -71,7 +71,8 @@ class Fitter:
     def data_of(self, table) -> dict:
         if self.method == "collapsed":
             return self.module.collapsed_data(table)
-        return {"simulated_y": table["successes"].to_numpy()}
+        observed = SHAPES[shape_of(table)].observed
+        return {f"simulated_{name}": table[column].to_numpy() for name, column in observed.items()}
 
     def posterior(self, table, seed: int):
         import pymc as pm
@@ -102,8 +103,8 @@ class Fitter:
         return posterior
 
 
-def ranks_of_one(fitter, table, truth: dict, simulated_successes, *, names, seed: int, thin: int) -> dict:
-    data = table.assign(successes=np.asarray(simulated_successes, dtype="int64"))
+def ranks_of_one(fitter, table, truth: dict, simulated: dict, *, names, seed: int, thin: int) -> dict:
+    data = with_observed(table, simulated)
     posterior = fitter.posterior(data, seed).isel(draw=slice(None, None, thin))
     draws = flatten(posterior, names)
     return {name: int((values < truth[name]).sum()) for name, values in draws.items()}
@@ -137,13 +138,15 @@ def main(data: str, model_file: str, ranks: str, uniformity: str, *, settings: d
     prior = pm.sample_prior_predictive(draws=sbc["simulations"], model=model, random_seed=seed)
     names = parameter_names(model)
     truths = flatten(prior["prior"].to_dataset(), names)
-    simulated = prior["prior_predictive"]["y"].values.reshape(sbc["simulations"], len(table))
+    simulated = {name: prior["prior_predictive"][name].values.reshape(sbc["simulations"], len(table))
+                 for name in SHAPES[shape_of(table)].observed}
     sampling = {"draws": sbc["draws"], "tune": sbc["tune"], "chains": sbc["chains"]}
     fitter = Fitter(module, table, method=method, sampler=sampler, sampling=sampling, target_accept=settings.get("target_accept"))
     rows = []
     for index in range(sbc["simulations"]):
         truth = {name: values.reshape(-1)[index] for name, values in truths.items()}
-        rows.append(ranks_of_one(fitter, table, truth, simulated[index], names=names, seed=seed + 1 + index, thin=sbc["thin"]))
+        this = {name: values[index] for name, values in simulated.items()}
+        rows.append(ranks_of_one(fitter, table, truth, this, names=names, seed=seed + 1 + index, thin=sbc["thin"]))
         log.info("simulation %d of %d fitted", index + 1, sbc["simulations"])
     table_of_ranks = pd.DataFrame(rows)
     max_rank = len(range(0, sbc["draws"], sbc["thin"])) * sbc["chains"]

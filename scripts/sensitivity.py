@@ -9,13 +9,17 @@ quantity: "potential prior-data conflict" (both move it), "potential strong prio
 likelihood" (the prior does, the data hardly), or none.
 
 The quantities are the model's scalar parameters; a model that has none (no pooling) is
-judged on the theta of the `max_groups` groups with the fewest trials, whose estimates
-the prior moves most. Writes sensitivity.csv.
+judged on the theta of the `max_groups` groups whose own data say least (the fewest
+trials or patients, the largest standard errors), whose estimates the prior moves most. Writes
+sensitivity.csv.
 """
 
 import logging
 
+import numpy as np
+
 from common import atomic_path, read_prepared, read_variables, readable
+from shapes import information
 
 log = logging.getLogger("pipeline.sensitivity")
 
@@ -46,8 +50,9 @@ def quantities(variables: dict, table, max_groups: int):
     scalars = [name for name, dims in variables.items() if "group" not in dims]
     if scalars:
         return scalars, None
-    fewest = table.sort_values("trials", kind="stable")["group"].head(max_groups).tolist()
-    return list(variables), {"group": fewest}
+    least = table["group"].to_numpy()[np.argsort(information(table), kind="stable")][:max_groups].tolist()
+    # Each group's theta (not the nuisance parameters beside it: a two-arm trial's baseline).
+    return (["theta"] if "theta" in variables else list(variables)), {"group": least}
 
 
 def problems(table) -> list[str]:

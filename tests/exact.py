@@ -205,3 +205,50 @@ def hierarchical_exceedance(trials, successes, benchmark, points=40):
     w = weights.reshape(-1)
     above, largest, smallest = beta_exceedance(a, b, benchmark)
     return (w[:, None] * above).sum(0), float((w * largest).sum()), float((w * smallest).sum())
+
+
+# --------------------------------------------------------------------------------------
+# The normal-normal model of effect estimates: exact by one-dimensional quadrature over tau
+
+
+def normal_normal(estimate, se, *, mu_sd, tau_log_prior, tau_max, points=20001):
+    """Posterior means and sds of mu, tau and every theta_j, and of a new study's theta, for
+    y_j ~ N(theta_j, se_j^2), theta_j ~ N(mu, tau^2), mu ~ N(0, mu_sd^2) (mu_sd = inf: flat),
+    tau with log prior density `tau_log_prior(tau)` on (0, tau_max).
+
+    Given tau everything is Gaussian (BDA3 eqs. 5.17-5.21, with mu's prior added): mu | tau, y
+    ~ N(m, v) with precision 1/mu_sd^2 + sum w_j and mean sum w_j y_j / precision, w_j =
+    1/(se_j^2 + tau^2); theta_j | mu, tau, y ~ N((y_j/se_j^2 + mu/tau^2) / (1/se_j^2 + 1/tau^2),
+    1 / (1/se_j^2 + 1/tau^2)); and p(tau | y) is proportional to the prior times
+    sqrt(v) prod N(y_j | 0-centred terms) (the marginal likelihood with mu integrated out).
+    """
+    y, s2 = np.asarray(estimate, float), np.asarray(se, float) ** 2
+    # A grid dense near tau = 0, where a flat-ish posterior of tau often peaks: tau = tau_max
+    # x^2 for x uniform on (0, 1], integrated in x (dtau = 2 tau_max x dx).
+    x = np.linspace(0, 1, points)[1:]
+    tau = (tau_max * x**2)[:, None]
+    jacobian = np.log(2 * tau_max * x)
+    w = 1 / (s2 + tau**2)
+    precision = (0 if np.isinf(mu_sd) else 1 / mu_sd**2) + w.sum(1, keepdims=True)
+    m = (w * y).sum(1, keepdims=True) / precision
+    v = 1 / precision
+    # log p(y | tau), mu integrated out (up to a constant): Gaussian algebra.
+    log_marginal = (0.5 * np.log(v) + 0.5 * np.log(w).sum(1, keepdims=True)
+                    - 0.5 * (w * y**2).sum(1, keepdims=True) + 0.5 * m**2 * precision)
+    log_post = (log_marginal + tau_log_prior(tau)).ravel() + jacobian
+    weights = np.exp(log_post - log_post.max())
+    weights /= weights.sum()
+
+    def moments(mean_given_tau, var_given_tau=0.0):
+        mean = np.sum(weights * np.ravel(mean_given_tau))
+        second = np.sum(weights * (np.ravel(var_given_tau) + np.ravel(mean_given_tau) ** 2))
+        return mean, np.sqrt(second - mean**2)
+
+    result = {"mu": moments(m, v), "tau": moments(tau), "theta_new": moments(m, v + tau**2)}
+    # theta_j | tau, y: its conditional mean is linear in mu, so average over mu | tau too.
+    shrink = (1 / tau**2) / (1 / s2 + 1 / tau**2)
+    cond_mean = (1 - shrink) * y + shrink * m
+    cond_var = 1 / (1 / s2 + 1 / tau**2) + shrink**2 * v
+    theta = [moments(cond_mean[:, j], cond_var[:, j]) for j in range(len(y))]
+    result["theta"] = (np.array([a for a, _ in theta]), np.array([b for _, b in theta]))
+    return result

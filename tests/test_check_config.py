@@ -29,12 +29,23 @@ def test_schema_defaults_equal_the_shipped_config(config):
     assert check_config.check_config(minimal) == with_default_delimiter(config)
 
 
-def test_dataset_columns_default_to_standard_names(config):
+def test_dataset_columns_default_to_standard_names(config, tmp_path):
+    """Columns not named in the config are found in the file's header by their role's name,
+    which also says the data set's shape."""
+    import prepare_data
+
     config["datasets"] = {"x": {"path": "config/data/spacex.csv"}}
     checked = check_config.check_config(config)
-    assert checked["datasets"]["x"] == {
-        "path": "config/data/spacex.csv", "group": "group", "trials": "trials", "successes": "successes", "delimiter": ","
-    }
+    assert checked["datasets"]["x"] == {"path": "config/data/spacex.csv", "group": "group", "delimiter": ","}
+    for header, shape, columns in [
+        ("group,trials,successes", "binomial", {"trials": "trials", "successes": "successes"}),
+        ("study,estimate,se", "effects", {"estimate": "estimate", "se": "se"}),
+        ("trial,treated_trials,treated_events,control_trials,control_events", "two_arm",
+         {role: role for role in ("treated_trials", "treated_events", "control_trials", "control_events")}),
+    ]:
+        (tmp_path / "x.csv").write_text(header + "\n")
+        found = prepare_data.resolve("x", {"path": str(tmp_path / "x.csv"), "group": "g", "delimiter": ","})
+        assert found == (shape, {"group": "g", **columns})
 
 
 def test_null_model_settings_become_empty(config):

@@ -20,8 +20,11 @@ def rule_outputs(workdir: Path, models=CONFIGURED_MODELS) -> set[str]:
     """Every output the rules make, `all` and `sbc`, as patterns over {dataset} and {model}
     (read from a dry run of the SpaceX data set, and of the baseball example, which has
     later data)."""
-    planned = planned_outputs(workdir, "--forceall", "all", "sbc", "--configfile", "config/examples/baseball.yaml")
-    datasets = "(spacex|baseball)"
+    examples = [f"config/examples/{name}.yaml" for name in ("baseball", "eight_schools", "beta_blockers")]
+    planned = planned_outputs(workdir, "--forceall", "all", "sbc", "--configfile", *examples)
+    datasets = "(spacex|baseball|eight_schools|beta_blockers)"
+    models = [*models, "meta_no_pooling", "meta_common_effect", "meta_random_effects", "trials_no_pooling",
+              "trials_common_effect", "trials_random_effects"]
     model_folder = re.compile(rf"^results/{datasets}/(" + "|".join(map(re.escape, models)) + r")/")
     return {re.sub(rf"^results/{datasets}/", "results/{dataset}/", model_folder.sub("results/{dataset}/{model}/", path))
             for path in planned}

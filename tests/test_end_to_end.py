@@ -54,3 +54,44 @@ def test_comparison_ranks_the_hierarchical_model_first(run):
     assert list(comparison.index) == ["hierarchical", "full_pooling"]
     assert (comparison["pareto_k_above"] == 0).all()
     assert np.isclose(comparison["weight"].sum(), 1)
+
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory):
+    """The two meta-analysis examples, tiny: effect estimates and two-arm trials."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("meta_end_to_end"))
+    examples = [yaml.safe_load((workdir / "config" / "examples" / f"{name}.yaml").read_text())
+                for name in ("eight_schools", "beta_blockers")]
+    config = tiny_config(datasets={k: v for e in examples for k, v in e["datasets"].items()},
+                         models={k: v for e in examples for k, v in e["models"].items()})
+    config["sampling"].update(draws=300, tune=300)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    expected = planned_outputs(workdir)
+    run_snakemake(workdir, "--cores", "2")
+    return workdir, expected
+
+
+def test_each_meta_analysis_shape_runs_to_completion(meta_run):
+    workdir, expected = meta_run
+    for name in ("eight_schools", "beta_blockers"):
+        for output in ("heterogeneity.csv", "pooling.csv", "forest_meta.png", "comparison.csv", "ranks.png"):
+            assert f"results/{name}/{output}" in expected
+    assert "results/beta_blockers/labbe.png" in expected and "results/eight_schools/labbe.png" not in expected
+    assert not any("funnel" in path for path in expected)  # binomial data only
+    for path in expected:
+        assert (workdir / path).stat().st_size > 0, path
+    assert planned_outputs(workdir) == set()
+
+
+def test_meta_analysis_tables_hold_every_model_and_no_unreliable_value(meta_run):
+    workdir, _ = meta_run
+    for name, models in (("eight_schools", "meta"), ("beta_blockers", "trials")):
+        table = pd.read_csv(workdir / "results" / name / "heterogeneity.csv").set_index("model")
+        assert set(table.index) == {f"{models}_no_pooling", f"{models}_common_effect", f"{models}_random_effects"}
+        assert table.loc[f"{models}_common_effect", "tau_mean"] == 0 and np.isnan(table.loc[f"{models}_no_pooling", "effect_mean"])
+        assert table.loc[f"{models}_random_effects", "prediction_ub"] > table.loc[f"{models}_random_effects", "effect_ub"]
+        comparison = pd.read_csv(workdir / "results" / name / "comparison.csv")
+        assert (comparison["pareto_k_above"] == 0).all()
+    odds = pd.read_csv(workdir / "results" / "beta_blockers" / "heterogeneity.csv").set_index("model")
+    assert odds.loc["trials_common_effect", "odds_ratio_median"] == pytest.approx(
+        np.exp(odds.loc["trials_common_effect", "effect_median"]))

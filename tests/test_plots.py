@@ -123,7 +123,8 @@ def many_groups(tmp_path_factory):
     write_datatree(xr.DataTree.from_dict({"/posterior_predictive": replicated}), folder / "ppc.nc")
     import pandas as pd
 
-    pd.DataFrame({"group": groups, "trials": trials, "observed": observed, "p_greater_equal": (y_rep >= observed).mean(axis=(0, 1)),
+    pd.DataFrame({"group": groups, "variable": "y", "denominator": trials, "observed": observed,
+                  "p_greater_equal": (y_rep >= observed).mean(axis=(0, 1)),
                   "p_less_equal": (y_rep <= observed).mean(axis=(0, 1))}).to_csv(folder / "pvalues.csv", index=False)
     pd.DataFrame({"group": groups, "trials": trials, "successes": observed}).to_csv(folder / "data.csv", index=False)
     return folder

@@ -109,14 +109,14 @@ def test_an_overdispersed_full_pooling_reproduces_the_small_launchers(overdisper
         assert checks["full_pooling"][1].set_index("group").loc[launcher, "p_less_equal"] < 0.01
 
 
-def test_a_model_without_its_observed_y_is_refused():
+def test_a_model_whose_observed_variable_is_not_over_groups_is_refused():
     import pymc as pm
 
     with pm.Model(coords={"group": ["a", "b"]}) as model:
         theta = pm.Beta("theta", 1, 1)
-        pm.Binomial("successes", n=[3, 4], p=theta, observed=[1, 2], dims="group")
-    with pytest.raises(ValueError, match=r"one observed variable, y over group; this one has \['successes'\]"):
-        ppc.observed_variable(model)
+        pm.Binomial("successes", n=[3, 4], p=theta, observed=[1, 2])
+    with pytest.raises(ValueError, match=r"observed variables must each be over group; this one has \['successes'\]"):
+        ppc.observed_variables(model)
 
 
 def test_prediction_uses_the_models_new_group(overdispersed, spacex_prepared, tmp_path):
@@ -138,6 +138,8 @@ def test_pvalues_in_blocks_equal_the_whole(checks, spacex_prepared):
     """Blocks of groups only bound the memory: the table is the same for any block size."""
     table = read_prepared(spacex_prepared)
     y_rep = read_datatree(checks["hierarchical"][0])["posterior_predictive"].to_dataset()
-    whole = ppc.p_values(y_rep, table, 0.94)
+    observed = {"y": table["successes"].to_numpy()}
+    whole = ppc.p_values(y_rep, table, observed, 0.94)
+    assert list(whole["denominator"]) == list(table["trials"])
     for block in (1, 3):
-        pd.testing.assert_frame_equal(ppc.p_values(y_rep, table, 0.94, block=block), whole)
+        pd.testing.assert_frame_equal(ppc.p_values(y_rep, table, observed, 0.94, block=block), whole)

@@ -46,7 +46,7 @@ def test_sensitivity_is_arviz_stats_psense_of_the_priors_and_likelihood(spacex_t
         assert list(table.index) == ["alpha", "beta", "mu"]
         reference = psense_summary(tree, var_names=["alpha", "beta", "mu"], round_to=6)
     else:  # no scalar parameter: the theta of the groups with the fewest trials
-        assert list(table.index) == ["theta[Falcon 1]", "theta[Falcon Heavy]"]
+        assert list(table.index) == ["theta[Falcon 1]", "theta[Falcon Heavy]"]  # the fewest trials
         reference = psense_summary(tree, var_names=["theta"], coords={"group": ["Falcon 1", "Falcon Heavy"]}, round_to=6)
     np.testing.assert_allclose(table[["prior", "likelihood"]].to_numpy(), reference[["prior", "likelihood"]].to_numpy(), atol=2e-6)
     assert set(table["diagnosis"]) <= {"", "potential prior-data conflict", "potential strong prior / weak likelihood"}
@@ -67,7 +67,7 @@ def test_prior_predictive_rates_have_the_prior_mean(spacex_prepared, model):
     """Both priors are symmetric about 1/2 (Beta(1/2, 1/2); alpha and beta alike), so the
     simulated rates average 1/2."""
     table = read_prepared(spacex_prepared)
-    rates = prior_predictive.prior_rates(load_module(ROOT / "scripts" / "models" / f"{model}.py").build(table), table,
+    rates = prior_predictive.prior_values(load_module(ROOT / "scripts" / "models" / f"{model}.py").build(table), table,
                                          draws=4000, seed=3)
     assert rates.shape == (4000, 4) and (rates >= 0).all() and (rates <= 1).all()
     assert abs(rates.mean() - 0.5) < 4 * rates.std() / np.sqrt(rates.size / 4)

@@ -16,11 +16,12 @@ pytestmark = pytest.mark.slow
 def categories(workdir):
     """The report's categories as the rules name them (`report(..., category=...)` or
     `report_figure(path, caption, category)`), but Calibration, made by `snakemake sbc`, and
-    Held-out data, made for data sets with later data only."""
+    Held-out data and Meta-analysis, made for data sets with later data, and of effect
+    estimates or two-arm trials, only."""
     text = "\n".join(p.read_text() for p in (workdir / "workflow" / "rules").glob("*.smk"))
     named = set(re.findall(r'(?<!sub)category="([^"]+)"', text))
     named |= set(re.findall(r'report_figure\(\s*"[^"]+",\s*"[^"]+",\s*"([^"]+)"\)', text))
-    return named - {"Calibration", "Held-out data"}
+    return named - {"Calibration", "Held-out data", "Meta-analysis"}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 # Config and table checks, the warm-step glue, target lists, seeds and small helpers.
 
-import ast
 import functools
 import os
 import re
@@ -50,18 +49,30 @@ SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import worker  # noqa: E402
-from check_config import check_config, model_file  # noqa: E402
+from check_config import check_config, check_pairs, model_constant, model_file, model_shape  # noqa: E402
 from common import UserError, derive_seed  # noqa: E402
-from prepare_data import validate, validate_later  # noqa: E402
+from prepare_data import resolve, validate_later, validate_shape  # noqa: E402
+from shapes import SHAPES  # noqa: E402
 
+# Each data set's shape and columns (role -> column name), and each model's shape: models
+# are fitted to the data sets of their shape only.
+DATASET_SHAPE, DATASET_COLUMNS, MODEL_SHAPE = {}, {}, {}
 try:
     _checked = check_config(config)
     # Tables are checked here too, not only in their job: a bad table then stops the run
     # before any job starts, so no earlier result is deleted or replaced. It is cheap.
     for _name, _table in _checked["datasets"].items():
-        validate(_table["path"], _table["group"], _table["trials"], _table["successes"], _table["delimiter"])
+        DATASET_SHAPE[_name], DATASET_COLUMNS[_name] = resolve(_name, _table)
+        validate_shape(_table["path"], DATASET_SHAPE[_name], DATASET_COLUMNS[_name], _table["delimiter"])
         if "holdout" in _table:
+            if DATASET_SHAPE[_name] != "binomial":
+                raise UserError(
+                    f"config key datasets.{_name}.holdout: later data are trials and successes; "
+                    f"{_name} holds {DATASET_SHAPE[_name]} data"
+                )
             validate_later(_table["path"], _table["group"], **_table["holdout"], delimiter=_table["delimiter"])
+    MODEL_SHAPE.update({name: model_shape(name, settings) for name, settings in _checked["models"].items()})
+    check_pairs(DATASET_SHAPE, MODEL_SHAPE)
 except UserError as error:
     # One line, no traceback: the user's config is wrong, not the workflow.
     print(f"error: {error}", file=sys.stderr)
@@ -71,6 +82,9 @@ config.update(_checked)
 
 # Which warm worker this Snakemake process will hand its steps to (none is started yet).
 worker.claim()
+# Steps' relative paths are relative to the directory Snakemake runs in, taken now: a
+# host's shadow rule, running in another thread, may change the process's meanwhile.
+WORKDIR = os.getcwd()
 
 
 # Inputs are named relative to the working directory: Snakemake records the set of input
@@ -92,7 +106,8 @@ def step_code(step, *helpers):
     function rather than a list, so that it runs in the Snakemake process that plans the
     jobs (see `_run_steps_in_threads`) and carries the step's name for `all_targets`.
     """
-    files = [os.path.relpath(SCRIPTS / f"{name}.py") for name in (step, "common", *helpers)]
+    # scripts/common.py, which every step imports, imports scripts/shapes.py.
+    files = [os.path.relpath(SCRIPTS / f"{name}.py") for name in dict.fromkeys((step, "common", "shapes", *helpers))]
 
     def code(wildcards):
         _run_steps_in_threads()
@@ -117,12 +132,21 @@ def _run_steps_in_threads():
     Guarded: if a Snakemake version has no such setting, say once why steps are slower.
     """
     settings = getattr(workflow, "execution_settings", None)
-    if settings is None or not hasattr(settings, "use_threads"):
-        print(
-            "note: every step runs in a Snakemake process of its own (about 3 s more each): "
-            "add --force-use-threads to run them in threads",
-            file=sys.stderr,
-        )
+    # A shadow rule (of a host workflow) runs its job in a directory of its own, by
+    # changing the working directory of the whole process: in a thread, that would move
+    # every other thread's job too. Snakemake then keeps run: blocks out of threads.
+    shadowed = [rule.name for rule in workflow.rules if getattr(rule, "shadow_depth", None)]
+    if settings is None or not hasattr(settings, "use_threads") or shadowed:
+        if not getattr(settings, "use_threads", False):
+            reason = (
+                f"the workflow has shadow rules ({', '.join(shadowed[:3])})"
+                if shadowed
+                else "this Snakemake has no such setting"
+            )
+            print(
+                f"note: every step runs in a Snakemake process of its own (about 3 s more each): {reason}",
+                file=sys.stderr,
+            )
     elif not settings.use_threads:
         settings.use_threads = True
 
@@ -152,7 +176,7 @@ def run_step(input, output, params, log, threads=1):
     kwargs = {
         name: _plain(value) for named in (input, output, params) for name, value in named.items() if name != "code"
     }
-    worker.run_step(input.code[0], kwargs=kwargs, log=log[0], threads=threads)
+    worker.run_step(input.code[0], kwargs=kwargs, log=log[0], threads=threads, cwd=WORKDIR)
 
 
 def one_of(names):
@@ -190,11 +214,29 @@ def funnel_prediction(wildcards):
 @functools.cache
 def population_mean(model):
     """The model file's POPULATION_MEAN, read without importing it (PyMC is slow to import)."""
-    tree = ast.parse(Path(model_file(model, config["models"][model])).read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "POPULATION_MEAN" for t in node.targets):
-            return ast.literal_eval(node.value)
-    return None
+    return model_constant(model_file(model, config["models"][model]), "POPULATION_MEAN")
+
+
+def models_for(dataset):
+    """The models of the config that take this data set's shape, in the config's order."""
+    return [model for model in MODELS if MODEL_SHAPE[model] == DATASET_SHAPE[dataset]]
+
+
+def per_model(pattern):
+    """An input function: `pattern` for every model of the data set's shape."""
+    return lambda wildcards: expand(pattern, dataset=wildcards.dataset, model=models_for(wildcards.dataset))
+
+
+def models_of(wildcards):
+    return models_for(wildcards.dataset)
+
+
+def is_shape(*shapes):
+    return lambda dataset: DATASET_SHAPE[dataset] in shapes
+
+
+def is_meta_analysis(dataset):
+    return SHAPES[DATASET_SHAPE[dataset]].meta_analysis
 
 
 @functools.cache
@@ -246,7 +288,14 @@ def job_seed(wildcards, purpose):
 ON_REQUEST = {"sbc_fit", "plot_sbc"}
 # Steps that apply only to some models, or to some data sets: step -> which ones.
 ONLY_FOR = {"plot_population_mean": lambda model: population_mean(model) is not None}
-ONLY_FOR_DATASETS = {"prepare_holdout": has_holdout, "holdout": has_holdout}
+ONLY_FOR_DATASETS = {
+    "prepare_holdout": has_holdout,
+    "holdout": has_holdout,
+    "funnel": is_shape("binomial"),
+    "heterogeneity": is_meta_analysis,
+    "plot_meta_forest": is_meta_analysis,
+    "plot_labbe": is_shape("two_arm"),
+}
 
 
 def own_steps():
@@ -272,7 +321,8 @@ def all_targets():
         datasets = [d for d in DATASETS if ONLY_FOR_DATASETS.get(step, lambda dataset: True)(d)]
         for pattern in map(strip_wildcard_constraints, defined.output):
             if "{model}" in pattern:
-                targets += expand(pattern, dataset=datasets, model=[m for m in MODELS if applies(m)])
+                for dataset in datasets:
+                    targets += expand(pattern, dataset=dataset, model=[m for m in models_for(dataset) if applies(m)])
             else:
                 targets += expand(pattern, dataset=datasets)
     return targets
@@ -295,6 +345,7 @@ def _report_overview():
 
 
 config["report_overview"] = _report_overview()
+config["report_shapes"] = dict(DATASET_SHAPE)
 
 
 def report_figure(path, caption, category):

@@ -24,7 +24,7 @@ rule compare:
     """The models of a data set compared by their leave-one-group-out ELPD."""
     input:
         code=step_code("compare"),
-        loos=expand("results/{{dataset}}/{model}/loo.nc", model=MODELS),
+        loos=per_model("results/{dataset}/{model}/loo.nc"),
     output:
         table=report(
             "results/{dataset}/comparison.csv",
@@ -41,7 +41,7 @@ rule compare:
     log:
         "logs/{dataset}/compare.log",
     params:
-        models=MODELS,
+        models=models_of,
         k_threshold=config["compare"]["pareto_k_threshold"],
     run:
         run_step(input, output, params, log)
@@ -52,13 +52,13 @@ rule overview:
     input:
         code=step_code("overview"),
         comparison="results/{dataset}/comparison.csv",
-        ranks=expand("results/{{dataset}}/{model}/ranks.csv", model=MODELS),
-        sensitivity=expand("results/{{dataset}}/{model}/sensitivity.csv", model=MODELS),
+        ranks=per_model("results/{dataset}/{model}/ranks.csv"),
+        sensitivity=per_model("results/{dataset}/{model}/sensitivity.csv"),
     output:
         overview="results/{dataset}/overview.json",
     log:
         "logs/{dataset}/overview.log",
     params:
-        models=MODELS,
+        models=models_of,
     run:
         run_step(input, output, params, log)

@@ -25,8 +25,8 @@ rule holdout:
         code=step_code("holdout", "ppc"),
         data="results/{dataset}/data.csv",
         later="results/{dataset}/later.csv",
-        traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
-        model_files=[model_relpath(model) for model in MODELS],
+        traces=per_model("results/{dataset}/{model}/trace.nc"),
+        model_files=lambda w: [model_relpath(model) for model in models_for(w.dataset)],
     output:
         table=report(
             "results/{dataset}/holdout.csv",
@@ -38,7 +38,7 @@ rule holdout:
     log:
         "logs/{dataset}/holdout.log",
     params:
-        models=MODELS,
+        models=models_of,
         seed=lambda w: derive_seed(config["sampling"]["seed"], w.dataset, "holdout"),
     run:
         run_step(input, output, params, log)

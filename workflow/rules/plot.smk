@@ -47,13 +47,13 @@ rule plot_models_forest:
     input:
         code=step_code("plot_models_forest", "group_figures"),
         data="results/{dataset}/data.csv",
-        traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
+        traces=per_model("results/{dataset}/{model}/trace.nc"),
     output:
         figure=report_figure("results/{dataset}/forest_models.png", "forest_models", "Success probabilities"),
     log:
         "logs/{dataset}/plot_models_forest.log",
     params:
-        models=MODELS,
+        models=models_of,
         ci_prob=config["plots"]["ci_prob"],
         max_groups=config["plots"]["max_groups"],
     run:
@@ -87,6 +87,8 @@ rule plot_population_mean:
         variable=lambda w: population_mean(w.model),
         ci_prob=config["plots"]["ci_prob"],
         bins=config["plots"]["map_bins"],
+        # A probability lies in [0, 1]; an effect anywhere.
+        bounded=lambda w: DATASET_SHAPE[w.dataset] == "binomial",
     run:
         run_step(input, output, params, log)
 
@@ -96,12 +98,12 @@ rule plot_shrinkage:
     input:
         code=step_code("plot_shrinkage"),
         data="results/{dataset}/data.csv",
-        traces=expand("results/{{dataset}}/{model}/trace.nc", model=MODELS),
+        traces=per_model("results/{dataset}/{model}/trace.nc"),
     output:
         figure=report_figure("results/{dataset}/shrinkage.png", "shrinkage", "Success probabilities"),
     log:
         "logs/{dataset}/plot_shrinkage.log",
     params:
-        models=MODELS,
+        models=models_of,
     run:
         run_step(input, output, params, log)

@@ -11,6 +11,7 @@ rule predict:
         "logs/{dataset}/{model}/predict.log",
     params:
         new_trials=config["predict"]["new_trials"],
+        new_se=config["predict"]["new_se"],
         seed=lambda w: job_seed(w, "predict"),
     run:
         run_step(input, output, params, log)

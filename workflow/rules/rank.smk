@@ -37,13 +37,13 @@ rule plot_ranks:
     """Every group's rank interval under every model."""
     input:
         code=step_code("plot_ranks", "group_figures"),
-        ranks=expand("results/{{dataset}}/{model}/ranks.csv", model=MODELS),
+        ranks=per_model("results/{dataset}/{model}/ranks.csv"),
     output:
         figure=report_figure("results/{dataset}/ranks.png", "ranks", "Rankings"),
     log:
         "logs/{dataset}/plot_ranks.log",
     params:
-        models=MODELS,
+        models=models_of,
         ci_prob=config["plots"]["ci_prob"],
         max_groups=config["plots"]["max_groups"],
     run:

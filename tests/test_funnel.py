@@ -30,8 +30,12 @@ def test_classic_limits_are_the_interpolated_binomial_quantiles(trials):
 
 
 @pytest.mark.parametrize("trials", [3, 40, 800, 20_000])
-def test_limits_with_spread_are_the_quantiles_of_the_binomial_mixture(trials):
+@pytest.mark.parametrize("draws", ["beta", "isolated"])
+def test_limits_with_spread_are_the_quantiles_of_the_binomial_mixture(trials, draws):
+    """Also when one far-off draw holds a tail quantile outside the first search window."""
     theta = np.random.default_rng(3).beta(30, 4, size=1000)
+    if draws == "isolated":
+        theta = np.concatenate([np.random.default_rng(4).beta(30, 4, size=399), [0.05]])
     limits = funnel.predictive_limits([trials], theta)[0]
     counts = np.arange(trials + 1)
     pmf = stats.binom.pmf(counts[:, None], trials, theta).mean(axis=1)

@@ -3,7 +3,8 @@ data set (each model's loo.nc, from scripts/loo.py), compared with ArviZ.
 
 Writes the comparison table and ArviZ's comparison plot. Besides ArviZ's columns (elpd and
 its se, differences to the best model and their se, effective parameters, stacking
-weights), the table says where each model's values come from: `closed_form`, `refits`
+weights), the table says where each model's values come from: `closed_form` (exact: a
+closed form or quadrature), `refits`
 (exact refits without a group, named in `refitted`) and `pareto_k_above`, the number of
 values that still rest on a PSIS estimate with Pareto k above the threshold (0 unless
 more refits were needed than `compare.max_refits` allows; the log then names them).
@@ -45,7 +46,7 @@ def sources(loo, threshold: float) -> dict:
     refitted = [str(g) for g in loo["group"].values[loo["source"].values == "refit"]]
     unreliable = [str(g) for g in loo["group"].values[(loo["source"].values == "psis") & (loo["pareto_k"].values > threshold)]]
     return {
-        "closed_form": int((loo["source"] == "closed form").sum()),
+        "closed_form": int(loo["source"].isin(["closed form", "quadrature"]).sum()),
         "refits": len(refitted),
         "refitted": ";".join(refitted),
         "pareto_k_above": len(unreliable),

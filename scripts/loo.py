@@ -1,7 +1,7 @@
 """Leave-one-group-out cross-validation of one model: how well it predicts a group it has
 not seen, with every value either exact or from a reliable PSIS estimate.
 
-Three sources, per group, in order of preference:
+Four sources, per group, in order of preference:
 - closed form: a conjugate model file states log p(y_j | y_-j) itself (`exact_loo`: no
   pooling's prior predictive, full pooling's Beta-Binomial), and so does a group whose
   likelihood, its own parameters integrated out, does not depend on the fit at all;
@@ -11,13 +11,15 @@ Three sources, per group, in order of preference:
   leaving a group out then moves only the population parameters, not a parameter that
   belonged to that group alone (SpaceX, hierarchical: Pareto k 0.41, 1.02, 0.24, 0.45
   against 0.87, 1.05, 0.75, 0.73 with theta_j kept);
-- an exact refit without the group (arviz-stats' `reloo`) where Pareto k is still above
-  the threshold: the model is sampled again on the other groups, and the left-out group's
-  predictive density is averaged over that posterior.
+- where Pareto k is still above the threshold: the exact value by quadrature where the
+  model file gives it (`exact_group_loo`: the hierarchical models, over (alpha, beta) or
+  (m, s)), else an exact refit without the group (arviz-stats' `reloo`): the model is
+  sampled again on the other groups, and the left-out group's predictive density is
+  averaged over that posterior.
 
 Writes a NetCDF file over `group`: `elpd_i`, `pareto_k` (PSIS's, before any refit), `p_i`
-(effective parameters), `source` (closed form, psis or refit), `refit_mcse` (the Monte
-Carlo error of a refit's value; 0 for closed forms); attributes `n_samples`,
+(effective parameters), `source` (closed form, psis, quadrature or refit), `refit_mcse`
+(the Monte Carlo error of a refit's value; 0 for exact ones); attributes `n_samples`,
 `k_threshold`.
 """
 
@@ -156,6 +158,13 @@ def cross_validate(
         subset = rows if varying.size == len(groups) else rows[varying]
         elpd[varying], pareto_k[varying] = psis.loo_pointwise(subset, mcmc_stats.relative_ess(posterior))
         flagged = varying[pareto_k[varying] > k_threshold]
+        exact = module.exact_group_loo(table, flagged) if flagged.size and hasattr(module, "exact_group_loo") else None
+        if exact is not None:
+            # Where the model's maths gives the left-out value itself, no refit is needed.
+            elpd[flagged] = exact
+            source[flagged] = "quadrature"
+            mcse[flagged] = 0.0
+            flagged = flagged[:0]
         if flagged.size > max_refits:
             log.warning(
                 "Pareto k above %s for %d groups, more than compare.max_refits (%d): their PSIS values are kept",
@@ -208,6 +217,6 @@ def main(data: str, model_file: str, trace: str, loo: str, *, sampling: dict, se
             module, posterior, trace, table, method=method, sampling=sampling, settings=settings, seed=seed,
             k_threshold=k_threshold, max_refits=max_refits,
         )
-    counts = {kind: int((result["source"] == kind).sum()) for kind in ("closed form", "psis", "refit")}
+    counts = {kind: int((result["source"] == kind).sum()) for kind in ("closed form", "quadrature", "psis", "refit")}
     log.info("elpd %.2f; groups by source: %s", float(result["elpd_i"].sum()), counts)
     write_datatree(xr.DataTree.from_dict({"/loo": result}), loo)

@@ -59,7 +59,7 @@ class Fitter:
 
         nutpie_callbacks.install()
         if method == "collapsed":
-            model = module.build_collapsed(table)
+            model = module.build_collapsed(table, swappable=True)
         else:
             article = module.build(table)
             swapped = {rv.name: pytensor.shared(np.asarray(article.rvs_to_values[rv].data), name=f"simulated_{rv.name}")
@@ -85,7 +85,7 @@ class Fitter:
             if {key: value.shape for key, value in data.items()} == self.shapes:
                 compiled = self.compiled.with_data(**data)
             else:  # another shape (the collapsed model's distinct pairs): compile anew
-                compiled = nutpie.compile_pymc_model(self.module.build_collapsed(table))
+                compiled = nutpie.compile_pymc_model(self.module.build_collapsed(table, swappable=True))
             trace = nutpie.sample(compiled, draws=self.sampling["draws"], tune=self.sampling["tune"],
                                   chains=self.sampling["chains"], cores=1, seed=seed, progress_bar=False, **options)
         else:

@@ -176,10 +176,13 @@ def claim() -> None:
         start()
 
 
-def start() -> None:
-    """Start this process's worker now, if it owns one (no-op otherwise, or if started)."""
+def start(when: str = "") -> None:
+    """Start this process's worker now, if it owns one (no-op otherwise, or if started);
+    `when` is said with PIPELINE_WORKER_VERBOSE set."""
     owner = _owner()
-    if warm_available() and owner and owner.get("pid") == os.getpid():
+    if warm_available() and owner and owner.get("pid") == os.getpid() and not owner.get("worker"):
+        if when and os.environ.get("PIPELINE_WORKER_VERBOSE"):
+            print(f"step worker: started {when}", file=sys.stderr)
         _Client.get().ensure_worker()
 
 

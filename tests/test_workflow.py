@@ -129,3 +129,30 @@ def test_later_data_are_scored_through_the_workflow(tmp_path):
     for model, value in exact.items():
         assert abs(table.loc[model, "lpd"] - value) < 0.5, (model, table.loc[model, "lpd"], value)
     assert (workdir / "logs" / "baseball" / "prepare_holdout.log").read_text().startswith("INFO pipeline.prepare_holdout: 18 groups")
+
+
+@pytest.mark.slow
+def test_the_worker_starts_while_the_dag_is_built_and_not_for_a_run_with_nothing_to_do(tmp_path):
+    """Cold: the worker is started while Snakemake builds its DAG (before it prints the
+    jobs' table), so that its start overlaps Snakemake's. Complete: a no-op run starts
+    nothing. Changed settings: the worker starts as the jobs start (onstart)."""
+    import os
+    import subprocess
+    import sys
+
+    workdir = copy_workflow(tmp_path)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config(models={"full_pooling": None})))
+    env = {**os.environ, "PIPELINE_WORKER_VERBOSE": "1"}
+
+    def run(*args):
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir, env=env,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stderr.splitlines()
+
+    cold = run()
+    started = cold.index("step worker: started while Snakemake builds its DAG")
+    assert started < cold.index("Job stats:")
+    assert not any("step worker" in line for line in run())  # nothing to do: nothing started
+    rerun = run("--forcerun", "plot_trace")
+    assert "step worker: started as the jobs start" in rerun and "step worker: started while Snakemake builds its DAG" not in rerun

@@ -111,6 +111,7 @@ def step_code(step, *helpers):
 
     def code(wildcards):
         _run_steps_in_threads()
+        _start_worker_early()
         return files
 
     code.step, code.workflow = step, _THIS_WORKFLOW
@@ -149,6 +150,27 @@ def _run_steps_in_threads():
             )
     elif not settings.use_threads:
         settings.use_threads = True
+
+
+@functools.cache
+def _start_worker_early():
+    """Start the warm worker while Snakemake builds its DAG, when there is surely work to do
+    here: its start (imports, warm-up: seconds) then overlaps Snakemake's own instead of
+    holding up the first step.
+
+    Surely work: a run that executes jobs locally (not a dry run, not one whose jobs all go
+    to a cluster) and some target of this workflow is missing. A run whose targets all
+    exist (nothing to do, or a rerun after a change) starts nothing here; if it turns out
+    to have jobs, `onstart` (workflow/Snakefile) or the first step starts the worker.
+    Called by the jobs' input functions, like `_run_steps_in_threads`.
+    """
+    try:
+        local = workflow.local_exec and not workflow.dryrun and not workflow.touch
+        planning = local and getattr(workflow.exec_mode, "name", "") == "DEFAULT"
+    except AttributeError:  # another Snakemake: the worker starts later, no harm
+        return
+    if planning and any(not os.path.exists(target) for target in ALL_TARGETS):
+        worker.start("while Snakemake builds its DAG")
 
 
 def _plain(value):

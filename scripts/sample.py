@@ -70,7 +70,7 @@ def method_of(module, settings: dict, model_file: str) -> str:
     return wanted
 
 
-def completed(trace, module, model, table, seed: int):
+def completed(trace, module, model, table, seed: int, dtype="float64"):
     """The collapsed sampler's trace with the integrated-out draws and the observed data
     added: the variables, dims and groups of a NUTS trace of the article's model."""
     import numpy as np
@@ -80,7 +80,13 @@ def completed(trace, module, model, table, seed: int):
     # Its own stream, derived from the job's seed: the conditional draws are reproducible
     # and independent of the sampler's.
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
-    added = module.complete(posterior, table, rng)
+    if dtype == "float64":
+        added = module.complete(posterior, table, rng)
+    else:  # the model file's complete() draws into float32, where it can
+        try:
+            added = module.complete(posterior, table, rng, dtype=np.dtype(dtype))
+        except TypeError:
+            added = {name: np.asarray(values).astype(dtype) for name, values in module.complete(posterior, table, rng).items()}
     for name, values in added.items():
         dims = ("chain", "draw", *model.named_vars_to_dims.get(name, ()))
         posterior[name] = (dims, np.asarray(values))
@@ -95,11 +101,31 @@ def completed(trace, module, model, table, seed: int):
     )
 
 
-def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int, cores: int = 1):
+def kept_every(sampling: dict, groups: int) -> int:
+    """Every how many draws the trace keeps: 1, or enough to store at most
+    `sampling.store_values` group-level values (draws x chains x groups)."""
+    total = sampling["draws"] * sampling["chains"] * groups
+    return max(1, -(-total // sampling.get("store_values", total)))
+
+
+def thinned(trace, every: int):
+    """The sampler's trace with every `every`-th draw of each chain (from the first)."""
+    import xarray as xr
+
+    groups = {name: trace[name].to_dataset() for name in trace.children}
+    return xr.DataTree.from_dict({
+        f"/{name}": group.isel(draw=slice(None, None, every)) if "draw" in group.dims else group
+        for name, group in groups.items()
+    })
+
+
+def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int, cores: int = 1, every: int = 1):
     """Posterior draws of the model file's model for `table`: (trace, the article's pm.Model).
 
     The trace has posterior, sample_stats and observed_data; with method collapsed, the
-    integrated-out variables are drawn afterwards (`completed`).
+    integrated-out variables are drawn afterwards (`completed`). With `every` > 1 (a data
+    set too large to store every draw), every `every`-th draw is kept, before the
+    integrated-out ones are drawn, and group-level values are stored as float32.
     """
     article_model = module.build(table)
     result = draw(
@@ -112,11 +138,55 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
         cores=cores,
         target_accept=settings.get("target_accept"),
     )
+    if every > 1:
+        attrs = dict(result["posterior"].attrs)
+        result = thinned(result, every)
+        result["posterior"].attrs.update(attrs)
+    dtype = "float32" if every > 1 else "float64"
     if method == "collapsed":
         sampled_attrs = dict(result["posterior"].attrs)
-        result = completed(result, module, article_model, table, seed)
+        result = completed(result, module, article_model, table, seed, dtype)
         result["posterior"].attrs.update(sampled_attrs)
+    elif every > 1:
+        posterior = result["posterior"].to_dataset()
+        for name, values in posterior.data_vars.items():
+            if "group" in values.dims:
+                posterior[name] = values.astype(dtype)
+        result["posterior"] = xr_tree(posterior)
     return result, article_model
+
+
+def xr_tree(dataset):
+    import xarray as xr
+
+    return xr.DataTree(dataset=dataset)
+
+
+def summed_log_likelihood(posterior, model):
+    """log p(y | parameters) per draw, summed over the groups, for each observed variable:
+    what the prior sensitivity check scales, for a model whose leave-one-group-out step
+    computes its own integrated group likelihood (and so needs no pointwise values, which
+    at many groups are as large as the posterior). One compiled function, draw by draw."""
+    import numpy as np
+    import pytensor.tensor as pt
+    import xarray as xr
+    from pymc.model.transform.conditioning import remove_value_transforms
+
+    plain = remove_value_transforms(model)  # the trace holds untransformed values
+    observed = list(plain.observed_RVs)
+    function = plain.compile_fn(inputs=plain.value_vars, outs=[pt.sum(term) for term in plain.logp(vars=observed, sum=False)],
+                                on_unused_input="ignore")
+    names = [rv.name for rv in model.free_RVs]
+    values = {name: posterior[name].values for name in names}
+    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    totals = np.empty((len(observed), chains, draws))
+    for chain in range(chains):
+        for draw_index in range(draws):
+            point = {name: np.asarray(values[name][chain, draw_index], dtype="float64") for name in names}
+            totals[:, chain, draw_index] = function(point)
+    return xr.Dataset({rv.name: (("chain", "draw"), totals[i]) for i, rv in enumerate(observed)},
+                      coords={"chain": posterior["chain"], "draw": posterior["draw"]},
+                      attrs={"summed_over": "group"})
 
 
 def hyperpriors(module, model) -> list[str]:
@@ -170,13 +240,24 @@ def main(
     module = load_module(model_file)
     method = method_of(module, settings, model_file)
     started = time.perf_counter()
-    result, article_model = fit(module, table, method=method, sampling=sampling, settings=settings, seed=seed, cores=threads)
-    # Pointwise log-likelihood of the article's model (theta given), as in a NUTS trace, and
-    # the log density of its priors, for the prior sensitivity check (scripts/sensitivity.py).
-    result = pm.compute_log_likelihood(result, model=article_model, progressbar=False)
+    every = kept_every(sampling, len(table))
+    if every > 1:
+        log.info("keeping every %d-th draw: %d groups x %d draws x %d chains exceed sampling.store_values (%d)",
+                 every, len(table), sampling["draws"], sampling["chains"], sampling["store_values"])
+    result, article_model = fit(module, table, method=method, sampling=sampling, settings=settings, seed=seed, cores=threads,
+                                every=every)
+    # The log-likelihood of the article's model (theta given), as in a NUTS trace: pointwise,
+    # for leave-one-group-out, unless the model file integrates each group's likelihood
+    # itself (`group_log_likelihood`); then per draw, summed over the groups, for the prior
+    # sensitivity check. And the log density of its priors, for the same check.
+    if hasattr(module, "group_log_likelihood"):
+        result["log_likelihood"] = xr_tree(summed_log_likelihood(result["posterior"].to_dataset(), article_model))
+    else:
+        result = pm.compute_log_likelihood(result, model=article_model, progressbar=False)
     result = pm.stats.compute_log_prior(result, var_names=hyperpriors(module, article_model), model=article_model,
                                         progressbar=False)
     log.info("sampled %s/%s (%s) in %.2f s", dataset, model, method, time.perf_counter() - started)
+    result.attrs["pipeline_kept_every"] = every
     result.attrs.update(
         provenance(
             dataset=dataset,

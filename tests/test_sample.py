@@ -9,8 +9,14 @@ from conftest import ROOT, SPACEX
 def test_recorded_versions_are_those_of_the_modules_that_run_not_of_the_files_on_disk(monkeypatch):
     """The warm worker imports the stack once; if a package is upgraded on disk meanwhile,
     its metadata says the new version while the old one runs (and made the trace)."""
+    import importlib
+
     import pymc
 
+    # Imported before the patch: a module that does `from importlib.metadata import version`
+    # at import would keep the fake for the rest of the session.
+    for package in sample.RECORDED_PACKAGES:
+        importlib.import_module(package)
     monkeypatch.setattr(pymc, "__version__", "6.0.0+imported-before-an-upgrade")
     monkeypatch.setattr("importlib.metadata.version", lambda name: "99.0 (on disk)")
     attrs = sample.provenance(
@@ -20,3 +26,77 @@ def test_recorded_versions_are_those_of_the_modules_that_run_not_of_the_files_on
     assert attrs["version_pymc"] == "6.0.0+imported-before-an-upgrade"
     for package in sample.RECORDED_PACKAGES:
         assert attrs[f"version_{package}"] == sys.modules[package].__version__
+
+
+def test_the_summed_log_likelihood_is_the_sum_of_the_pointwise_one(spacex_traces, spacex_prepared):
+    """What a collapsed model's trace stores instead of pointwise values: their sum over the
+    groups, draw by draw, as PyMC computes them."""
+    import numpy as np
+    import pymc as pm
+
+    from common import load_module, read_datatree, read_prepared
+
+    trace = read_datatree(spacex_traces["hierarchical"])
+    model = load_module(ROOT / "scripts" / "models" / "hierarchical.py").build(read_prepared(spacex_prepared))
+    pointwise = pm.compute_log_likelihood(trace.copy(), model=model, progressbar=False, extend_inferencedata=False)
+    np.testing.assert_allclose(trace["log_likelihood"]["y"].values, pointwise["y"].sum("group").values, rtol=1e-12)
+
+
+def test_a_trace_over_its_store_values_keeps_every_kth_draw_as_float32_bitwise(spacex_prepared, tmp_path):
+    """sampling.store_values bounds the stored group-level values: 4 groups x 2 chains x 200
+    draws = 1,600 values over a bound of 400 keep every 4th draw, the same draws (bitwise) as
+    the full trace's, the group-level ones as float32, and a rerun gives the same file's
+    values again."""
+    import numpy as np
+
+    from common import read_datatree
+
+    small = {"sampler": "nutpie", "draws": 200, "tune": 200, "chains": 2, "seed": 1}
+    assert sample.kept_every(small, 4) == 1
+    assert sample.kept_every({**small, "store_values": 400}, 4) == 4
+    assert sample.kept_every({**small, "store_values": 399}, 4) == 5
+
+    def run(name, model, store_values=None):
+        path = tmp_path / f"{name}.nc"
+        sampling = small if store_values is None else {**small, "store_values": store_values}
+        sample.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / f"{model}.py"), str(path), dataset="spacex",
+                    model=model, sampling=sampling, settings={}, seed=11, threads=1)
+        return read_datatree(path)
+
+    for model, group_variable, sampled in (("no_pooling", "theta", "theta"), ("hierarchical", "theta", "alpha")):
+        full, kept, again = run(f"{model}_full", model), run(f"{model}_kept", model, 400), run(f"{model}_again", model, 400)
+        assert kept.attrs["pipeline_kept_every"] == 4 and full.attrs["pipeline_kept_every"] == 1
+        assert kept["posterior"].sizes["draw"] == 50
+        assert kept["posterior"][group_variable].dtype == np.float32
+        assert full["posterior"][group_variable].dtype == np.float64
+        expected = full["posterior"][sampled].values[:, ::4]
+        np.testing.assert_array_equal(kept["posterior"][sampled].values, expected.astype(kept["posterior"][sampled].dtype))
+        assert kept["sample_stats"].sizes["draw"] == 50
+        for group in ("posterior", "log_likelihood", "sample_stats"):
+            for name in kept[group].data_vars:
+                np.testing.assert_array_equal(kept[group][name].values, again[group][name].values)
+
+
+def test_the_collapsed_draws_are_the_same_drawn_in_blocks(monkeypatch):
+    """hierarchical.complete draws theta a block of posterior draws at a time (to bound
+    memory at a million groups): the values are those of one call over all draws."""
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    from common import load_module
+
+    module = load_module(ROOT / "scripts" / "models" / "hierarchical.py")
+    rng = np.random.default_rng(3)
+    posterior = xr.Dataset({"alpha": (("chain", "draw"), rng.gamma(2, size=(2, 50))),
+                            "beta": (("chain", "draw"), rng.gamma(2, size=(2, 50)))})
+    table = pd.DataFrame({"trials": rng.integers(1, 30, 1000)})
+    table["successes"] = rng.binomial(table["trials"], 0.3)
+    once = module.complete(posterior, table, np.random.default_rng(5))["theta"]
+    alpha = posterior["alpha"].values.reshape(-1, 1)
+    beta = posterior["beta"].values.reshape(-1, 1)
+    n, y = table["trials"].to_numpy(), table["successes"].to_numpy()
+    whole = np.random.default_rng(5).beta(alpha + y, beta + n - y).reshape(2, 50, 1000)
+    np.testing.assert_array_equal(once, whole)
+    monkeypatch.setattr(module, "BLOCK_VALUES", 7 * 1000)  # blocks of 7 draws
+    np.testing.assert_array_equal(module.complete(posterior, table, np.random.default_rng(5))["theta"], whole)

@@ -16,10 +16,14 @@ conditional: the same posterior as the article's, without its funnel. See no_poo
 for what a model file defines.
 """
 
+from functools import partial
+
 import numpy as np
 import pymc as pm
 
 POPULATION_MEAN = "mu"
+# complete() draws this many values at a time (160 MB of float64).
+BLOCK_VALUES = 20_000_000
 # The priors the sensitivity check scales: the population's, not each group's draw from it.
 HYPERPRIORS = ("alpha", "beta")
 
@@ -83,15 +87,24 @@ def collapsed_data(data):
     }
 
 
-def complete(posterior, data, rng):
+def complete(posterior, data, rng, dtype=np.float64):
     """The draws the collapsed sampler integrated out: mu, and theta_j ~ Beta(alpha + y_j,
-    beta + n_j - y_j) for every posterior draw (exact, no Markov chain)."""
-    alpha = posterior["alpha"].values[..., None]
-    beta = posterior["beta"].values[..., None]
+    beta + n_j - y_j) for every posterior draw (exact, no Markov chain), stored as `dtype`.
+
+    Drawn a block of posterior draws at a time, in order: the stream is consumed exactly as
+    by one call over all of them (the same values), and a float32 theta never needs its
+    float64 whole in memory (at a million groups, 8 bytes a value are gigabytes)."""
+    alpha = posterior["alpha"].values.reshape(-1, 1)
+    beta = posterior["beta"].values.reshape(-1, 1)
     n, y = data["trials"].to_numpy(), data["successes"].to_numpy()
+    theta = np.empty((alpha.shape[0], len(n)), dtype=dtype)
+    step = max(1, BLOCK_VALUES // max(len(n), 1))
+    for start in range(0, alpha.shape[0], step):
+        rows = slice(start, start + step)
+        theta[rows] = rng.beta(alpha[rows] + y, beta[rows] + n - y)
     return {
         "mu": (posterior["alpha"] / (posterior["alpha"] + posterior["beta"])).values,
-        "theta": rng.beta(alpha + y, beta + n - y),
+        "theta": theta.reshape(*posterior["alpha"].shape, len(n)),
     }
 
 
@@ -177,6 +190,21 @@ def numpy_math():
     return SimpleNamespace(arange=np.arange, sum=np.sum, log=np.log, gammaln=special.gammaln)
 
 
+def _loo_grid(others, alone, points, box):
+    """On a points x points grid over `box` (log alpha, log beta): the nodes, the log prior
+    plus log marginal likelihood of the groups `others`, and that of the group `alone`."""
+    from scipy import stats
+
+    math = numpy_math()
+    log_a, log_b = np.meshgrid(np.linspace(*box[0], points), np.linspace(*box[1], points), indexing="ij")
+    a, b = np.exp(log_a).reshape(-1, 1), np.exp(log_b).reshape(-1, 1)
+    # HalfNormal(10) priors, on the log scale (the Jacobian: + log alpha + log beta).
+    prior = stats.halfnorm(scale=10).logpdf(a) + log_a.reshape(-1, 1) + stats.halfnorm(scale=10).logpdf(b) + log_b.reshape(-1, 1)
+    without = prior[:, 0] + betabinomial_loglik(a, b, others, math)
+    left_out = betabinomial_loglik(a, b, alone, math)
+    return log_a.ravel(), log_b.ravel(), without, left_out
+
+
 def exact_group_loo(data, positions, points=160):
     """log p(y_j | y_-j), exactly, for the groups at `positions`: the Beta-Binomial
     likelihood of group j averaged over the posterior of (alpha, beta) given the others,
@@ -188,22 +216,13 @@ def exact_group_loo(data, positions, points=160):
     log-marginal form of the sampler (`betabinomial_loglik`), so its cost grows with the
     largest count, not with the groups.
     """
-    from scipy import special, stats
+    from scipy import special
 
-    math = numpy_math()
     result = []
     for position in positions:
-        others = data.drop(index=data.index[position])
-        alone = data.iloc[[position]]
-
-        def on_grid(box):
-            log_a, log_b = np.meshgrid(np.linspace(*box[0], points), np.linspace(*box[1], points), indexing="ij")
-            a, b = np.exp(log_a).reshape(-1, 1), np.exp(log_b).reshape(-1, 1)
-            prior = stats.halfnorm(scale=10).logpdf(a) + log_a.reshape(-1, 1) + stats.halfnorm(scale=10).logpdf(b) + log_b.reshape(-1, 1)
-            without = prior[:, 0] + betabinomial_loglik(a, b, collapsed_data(others), math)
-            left_out = betabinomial_loglik(a, b, collapsed_data(alone), math)
-            return log_a.ravel(), log_b.ravel(), without, left_out
-
+        others = collapsed_data(data.drop(index=data.index[position]))
+        alone = collapsed_data(data.iloc[[position]])
+        on_grid = partial(_loo_grid, others, alone, points)
         log_a, log_b, without, _ = on_grid(((-12.0, 5.5), (-12.0, 5.5)))
         weights = np.exp(without - without.max())
         weights /= weights.sum()
@@ -214,7 +233,7 @@ def exact_group_loo(data, positions, points=160):
             box.append((max(-12.0, mean - 8 * sd), min(5.5, mean + 8 * sd)))
         _, _, without, left_out = on_grid(box)
         # The binomial coefficient of y_j, which the log-marginal form leaves out.
-        n, y = int(alone["trials"].iloc[0]), int(alone["successes"].iloc[0])
+        n, y = int(data["trials"].iloc[position]), int(data["successes"].iloc[position])
         log_choose = special.gammaln(n + 1) - special.gammaln(y + 1) - special.gammaln(n - y + 1)
         result.append(log_choose + special.logsumexp(without + left_out) - special.logsumexp(without))
     return np.array(result)

@@ -31,15 +31,19 @@ from common import derive_seed, load_module, read_prepared, read_variables, read
 from shapes import SHAPES, new_group_sizes, shape_of
 
 log = logging.getLogger("pipeline.loo")
+# Log-likelihood values (draws x groups) held at a time: 160 MB of float64.
+BLOCK_VALUES = 20_000_000
 
 
-def group_log_likelihood(module, posterior, table, trace_path=None):
-    """log p(y_j | population parameters) per (chain, draw, group), own parameters
-    integrated out where the model file says how; else the trace's conditional one, summed
-    over the model's observed variables (a two-arm trial's two arms)."""
+def group_log_likelihood(module, posterior, table, trace_path=None, rows=slice(None)):
+    """log p(y_j | population parameters) per (chain, draw, group) for the groups at `rows`,
+    own parameters integrated out where the model file says how; else the trace's
+    conditional one, summed over the model's observed variables (a two-arm trial's two arms)."""
     if hasattr(module, "group_log_likelihood"):
-        return np.asarray(module.group_log_likelihood(posterior, table))
+        return np.asarray(module.group_log_likelihood(posterior, table.iloc[rows]))
     stored = read_variables(trace_path, "log_likelihood", rule_hint="sample")
+    stored = stored.isel(group=rows) if "group" in stored.dims else stored
+    table = table.iloc[rows]
     total = sum(stored[name].transpose("chain", "draw", ...).values for name in stored.data_vars)
     return np.broadcast_to(total, (*total.shape[:2], len(table))) if total.ndim == 2 else total
 
@@ -137,26 +141,35 @@ def cross_validate(
     import psis
 
     groups = table["group"].tolist()
-    loglik = group_log_likelihood(module, posterior, table, trace_path)
-    n_samples = loglik.shape[0] * loglik.shape[1]
-    # One row of draws per group, made once: every reduction over draws below runs along it.
-    rows = psis.by_observation(loglik)
-    lpd = psis.lppd(rows)
+    n_samples = posterior.sizes["chain"] * posterior.sizes["draw"]
+    lpd, elpd, pareto_k = np.empty(len(groups)), np.full(len(groups), np.nan), np.full(len(groups), np.nan)
+    constant = np.ones(len(groups), dtype=bool) if hasattr(module, "exact_loo") else np.empty(len(groups), dtype=bool)
     if hasattr(module, "exact_loo"):
-        constant = np.ones(len(groups), dtype=bool)
         elpd = np.asarray(module.exact_loo(table), dtype=float)
-    else:
-        constant = np.ptp(rows, axis=1) == 0
-        elpd = np.where(constant, rows[:, 0], np.nan)
-    pareto_k = np.full(len(groups), np.nan)
+    # ArviZ's r_eff, computed for all parameters at once (it loops over them).
+    r_eff = None
+    # A block of groups at a time, so that memory stays bounded at many groups: each group's
+    # values depend on its own row of draws alone (and on r_eff, one number).
+    per_block = max(1, BLOCK_VALUES // n_samples)
+    for start in range(0, len(groups), per_block):
+        block = slice(start, min(start + per_block, len(groups)))
+        # One row of draws per group, made once: every reduction over draws below runs along it.
+        rows = psis.by_observation(group_log_likelihood(module, posterior, table, trace_path, block))
+        lpd[block] = psis.lppd(rows)
+        if hasattr(module, "exact_loo"):
+            continue
+        constant[block] = np.ptp(rows, axis=1) == 0
+        elpd[block] = np.where(constant[block], rows[:, 0], np.nan)
+        varying = np.flatnonzero(~constant[block])
+        if varying.size:
+            r_eff = mcmc_stats.relative_ess(posterior) if r_eff is None else r_eff
+            # Its PSIS-LOO, for all groups of the block at once (ArviZ loops over them).
+            subset = rows if varying.size == rows.shape[0] else rows[varying]
+            elpd[start + varying], pareto_k[start + varying] = psis.loo_pointwise(subset, r_eff)
     mcse = np.where(constant, 0.0, np.nan)
     source = np.where(constant, "closed form", "psis").astype(object)
     varying = np.flatnonzero(~constant)
     if varying.size:
-        # ArviZ's r_eff, computed for all parameters at once (it loops over them), and its
-        # PSIS-LOO, computed for all groups at once (it loops over them too).
-        subset = rows if varying.size == len(groups) else rows[varying]
-        elpd[varying], pareto_k[varying] = psis.loo_pointwise(subset, mcmc_stats.relative_ess(posterior))
         flagged = varying[pareto_k[varying] > k_threshold]
         exact = module.exact_group_loo(table, flagged) if flagged.size and hasattr(module, "exact_group_loo") else None
         if exact is not None:
@@ -172,7 +185,7 @@ def cross_validate(
             )
         elif flagged.size:
             names = [groups[i] for i in varying]
-            tree = as_tree(posterior, loglik[..., varying], names)
+            tree = as_tree(posterior, group_log_likelihood(module, posterior, table, trace_path, varying), names)
             wrapper = make_refitter(
                 module, table, varying, method=method, sampling=sampling, settings=settings, seed=seed, idata=tree,
             )

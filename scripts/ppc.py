@@ -13,6 +13,9 @@ import numpy as np
 from common import atomic_path, fitted_model, load_module, read_prepared, read_variables, write_datatree
 from shapes import SHAPES, shape_of
 
+# Replicated values drawn at a time (as int64, 400 MB) at many groups.
+BLOCK_VALUES = 50_000_000
+
 
 def replicate(model, table, posterior, *, seed: int):
     """Each observed variable over (chain, draw, group), drawn again once per posterior draw,
@@ -28,19 +31,36 @@ def replicate(model, table, posterior, *, seed: int):
         # parameters' shapes.
         rng, _size, *parameters = observed.owner.inputs
         unsized.append(observed.owner.op.make_node(rng, None, *parameters).outputs[1])
-    # As in predict.py: evaluate the graph once over all draws instead of once per draw.
-    replicated = vectorize_over_posterior(unsized, posterior, input_rvs=list(model.free_RVs))
-    draws = pm.draw(replicated, random_seed=seed)
-    draws = draws if isinstance(draws, list | tuple) else [draws]
-    dims = ("chain", "draw", "group")
-    expected = (posterior.sizes["chain"], posterior.sizes["draw"], len(table))
-    for variable, values in zip(observed_variables(model), draws, strict=True):
-        if values.shape != expected:
-            raise ValueError(f"the replicated {variable.name} has shape {values.shape}, expected {expected}: "
-                             f"give it one value per group")
+    variables = observed_variables(model)
+    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    expected = (chains, draws, len(table))
+    # As in predict.py: evaluate the graph once over all draws instead of once per draw; at
+    # many groups, over a block of draws at a time (each block its own stream, derived from
+    # the seed), so that no int64 copy of every draw of every group is ever held.
+    per_block = max(1, BLOCK_VALUES // max(chains * len(table), 1))
+    blocks = [slice(start, start + per_block) for start in range(0, draws, per_block)]
+    replicated = [None] * len(variables)
+    for number, block in enumerate(blocks):
+        part = posterior if len(blocks) == 1 else posterior.isel(draw=block)
+        graph = vectorize_over_posterior(unsized, part, input_rvs=list(model.free_RVs))
+        random_seed = seed if len(blocks) == 1 else np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(number,)))
+        values = pm.draw(graph, random_seed=random_seed)
+        for index, (variable, block_values) in enumerate(zip(variables, values if isinstance(values, list | tuple) else [values],
+                                                             strict=True)):
+            wanted = (chains, len(range(draws)[block]), len(table))
+            if block_values.shape != wanted:
+                raise ValueError(f"the replicated {variable.name} has shape {block_values.shape}, expected {wanted}: "
+                                 f"give it one value per group")
+            if replicated[index] is None:
+                # Counts are stored as int32, half the bytes, unless one is too large for it.
+                integer = np.issubdtype(block_values.dtype, np.integer)
+                replicated[index] = np.empty(expected, dtype=np.int32 if integer else block_values.dtype)
+            if replicated[index].dtype == np.int32 and np.abs(block_values).max(initial=0) > np.iinfo(np.int32).max:
+                replicated[index] = replicated[index].astype(block_values.dtype)
+            replicated[index][:, block] = block_values
     coords = {"chain": posterior.coords["chain"], "draw": posterior.coords["draw"], "group": table["group"].to_numpy()}
-    return xr.Dataset({v.name: (dims, values) for v, values in zip(observed_variables(model), draws, strict=True)},
-                      coords=coords)
+    dims = ("chain", "draw", "group")
+    return xr.Dataset({v.name: (dims, values) for v, values in zip(variables, replicated, strict=True)}, coords=coords)
 
 
 def observed_variables(model):

@@ -289,3 +289,20 @@ def test_the_logit_model_gives_each_left_out_value_by_quadrature(spacex):
     reference = [special.logsumexp(total) - special.logsumexp(total - groups[j]) for j in range(len(trials))]
     np.testing.assert_allclose(module.exact_group_loo(table, [0, 1, 2, 3]), reference, atol=5e-4)
     assert module.exact_group_loo(table_of(np.full(201, 10), np.full(201, 5)), [0]) is None  # beyond: refits
+
+
+@pytest.mark.slow
+def test_groups_taken_in_blocks_give_the_same_values(spacex_traces, spacex_prepared, tmp_path, monkeypatch):
+    """At many groups the log-likelihood is made and smoothed a block of groups at a time;
+    every value is that of one pass over all groups, bitwise."""
+    for name in ("hierarchical", "no_pooling"):
+        model_file = str(MODELS / f"{name}.py")
+        paths = {}
+        for label, block_values in (("whole", loo.BLOCK_VALUES), ("blocks", 8000)):  # 8,000 / 8,000 draws: one group a block
+            monkeypatch.setattr(loo, "BLOCK_VALUES", block_values)
+            paths[label] = tmp_path / f"{name}_{label}.nc"
+            loo.main(str(spacex_prepared), model_file, str(spacex_traces[name]), str(paths[label]), sampling=SAMPLING,
+                     settings={}, seed=5, k_threshold=THRESHOLD, max_refits=10)
+        whole, blocks = read_datatree(paths["whole"])["loo"], read_datatree(paths["blocks"])["loo"]
+        for variable in whole.data_vars:
+            np.testing.assert_array_equal(whole[variable].values, blocks[variable].values)

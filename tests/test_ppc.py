@@ -143,3 +143,26 @@ def test_pvalues_in_blocks_equal_the_whole(checks, spacex_prepared):
     assert list(whole["denominator"]) == list(table["trials"])
     for block in (1, 3):
         pd.testing.assert_frame_equal(ppc.p_values(y_rep, table, observed, 0.94, block=block), whole)
+
+
+def test_replicates_drawn_in_blocks_are_independent_reproducible_int32(spacex_prepared, monkeypatch):
+    """At many groups the draws are replicated a block at a time, each block from its own
+    stream: with the same theta in every draw, blocks differ (a repeated seed would copy
+    them) yet follow Binomial(n, theta), a second run gives the same values, and counts are
+    stored as int32."""
+    import xarray as xr
+
+    table = read_prepared(spacex_prepared)
+    model = ppc.load_module(ROOT / "scripts" / "models" / "no_pooling.py").build(table)
+    theta = np.array([0.3, 0.9, 0.5, 0.6])
+    posterior = xr.Dataset({"theta": (("chain", "draw", "group"), np.broadcast_to(theta, (2, 600, 4)).copy())},
+                           coords={"chain": [0, 1], "draw": np.arange(600), "group": table["group"].to_numpy()})
+    monkeypatch.setattr(ppc, "BLOCK_VALUES", 2 * 4 * 200)  # three blocks of 200 draws
+    y_rep = ppc.replicate(model, table, posterior, seed=9)["y"]
+    assert y_rep.dtype == np.int32 and y_rep.shape == (2, 600, 4)
+    np.testing.assert_array_equal(y_rep.values, ppc.replicate(model, table, posterior, seed=9)["y"].values)
+    blocks = y_rep.values.reshape(2, 3, 200, 4)
+    assert not np.array_equal(blocks[:, 0], blocks[:, 1]) and not np.array_equal(blocks[:, 1], blocks[:, 2])
+    n = table["trials"].to_numpy()
+    sd = np.sqrt(n * theta * (1 - theta) / 1200)
+    np.testing.assert_array_less(np.abs(y_rep.values.mean(axis=(0, 1)) - n * theta), 5 * sd)

@@ -186,3 +186,31 @@ def test_the_exact_helpers_agree_with_scipy_for_two_groups():
     p_best, _, _ = exact.beta_rank_probabilities(a, b)
     direct, _ = integrate.quad(lambda x: stats.beta.pdf(x, a[0], b[0]) * stats.beta.cdf(x, a[1], b[1]), 0, 1)
     assert p_best[0] == pytest.approx(direct, abs=1e-7)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["distinct", "tied"])
+def test_ranked_in_blocks_of_draws_the_table_is_the_same(monkeypatch, tied):
+    """At many groups the draws are ranked a block at a time: the same table (to rounding
+    of the sums), ties broken by the same stream."""
+    rng = np.random.default_rng(4)
+    draws = np.repeat(rng.beta(2, 5, (300, 1)), 7, axis=1) if tied else rng.beta(2, 5, (300, 7))
+    labels = list("abcdefg")
+    whole = ranks.rank_table(draws, labels, higher_is_better=True, top=2, ci_prob=0.9, seed=3)
+    monkeypatch.setattr(ranks, "BLOCK_VALUES", 7 * 40)  # blocks of 40 draws, then of 1 group
+    blocks = ranks.rank_table(draws, labels, higher_is_better=True, top=2, ci_prob=0.9, seed=3)
+    pd.testing.assert_frame_equal(whole, blocks, check_exact=False, rtol=1e-12)
+    if tied:
+        assert whole["rank_lb"].min() == 1 and whole["rank_ub"].max() == 7
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_tie_counts_are_scipys_ranks(higher_is_better):
+    """Runs of equal values found from one sort give what scipy's rankdata gives (min and max
+    ranks), with many ties, none, and all."""
+    rng = np.random.default_rng(8)
+    for draws in (rng.integers(0, 5, (50, 30)).astype(float), rng.random((50, 30)), np.full((3, 6), 0.5)):
+        better, tied = ranks.tie_counts(draws, higher_is_better)
+        ordered = -draws if higher_is_better else draws
+        lowest, highest = stats.rankdata(ordered, "min", axis=1), stats.rankdata(ordered, "max", axis=1)
+        np.testing.assert_array_equal(better, lowest - 1)
+        np.testing.assert_array_equal(tied, highest - lowest + 1)

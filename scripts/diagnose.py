@@ -38,9 +38,35 @@ def nonfinite_variables(trace) -> list[str]:
     return bad
 
 
+def with_unthinned(trace, table):
+    """The summary with the rows of the sampler's scalar variables taken from every draw, for
+    a trace that keeps one draw in k (sampling.store_values): computed by the sample step
+    before thinning (intervals stay those of the kept draws)."""
+    found = json.loads(trace.attrs.get("pipeline_unthinned_diagnostics", "{}"))
+    table = table.copy()
+    for name, columns in found.items():
+        for column, value in columns.items():
+            table.loc[name, column] = value
+    return table
+
+
+def judged(trace, table):
+    """The summary rows the convergence thresholds apply to. In a thinned trace, not those of
+    variables drawn exactly from their conditional given each draw (a collapsed model's
+    theta): their convergence is that of the draws they are conditioned on, judged from
+    every draw, while their own R-hat and ESS, from the few kept draws of a million groups,
+    are noise whose maximum exceeds any threshold (in summary.csv all the same)."""
+    if int(trace.attrs.get("pipeline_kept_every", 1)) <= 1:
+        return table
+    exact = set(trace["posterior"].attrs.get("pipeline_drawn_exactly", "").split())
+    keep = [parameter.split("[")[0] not in exact for parameter in table.index]
+    return table[keep]
+
+
 def check(trace, table, thresholds: dict) -> dict:
     import arviz as az
 
+    table = judged(trace, table)
     stats = trace["sample_stats"]
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
     bfmi = [float(v) for v in np.atleast_1d(az.bfmi(trace)["energy"].values)] if "energy" in stats else []
@@ -93,8 +119,9 @@ def main(trace: str, sensitivity: str, summary: str, diagnostics: str, *, thresh
     bad = nonfinite_variables(trace)
     if bad:
         raise UserError(f"{trace_path}: non-finite values in {', '.join(bad)}; the fit cannot be used")
-    table = summarise(trace, ci_prob, threads)
+    table = with_unthinned(trace, summarise(trace, ci_prob, threads))
     report = check(trace, table, thresholds)
+    report["kept_every"] = int(trace.attrs.get("pipeline_kept_every", 1))
     for problem in report["problems"]:
         log.warning("%s: %s", trace_path, problem)
     if strict and not report["ok"]:

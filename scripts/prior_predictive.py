@@ -18,6 +18,21 @@ import numpy as np
 from common import load_module, read_prepared, save_figure
 from shapes import SHAPES, observed_values, shape_of, with_observed
 
+# Simulated values (data sets x groups) at most: beyond, a random subset of the groups is
+# simulated, observed and compared (groups are exchangeable under every model's prior, so
+# the subset's prior predictive is the full one's margin).
+MAX_VALUES = 10_000_000
+
+
+def groups_shown(table, draws: int, seed: int):
+    """The table, or a seeded random subset of its groups (in their order) when simulating
+    every group `draws` times would exceed MAX_VALUES values."""
+    keep = max(2, MAX_VALUES // max(draws, 1))
+    if len(table) <= keep:
+        return table
+    chosen = np.sort(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))).choice(len(table), keep, replace=False))
+    return table.iloc[chosen].reset_index(drop=True)
+
 
 def prior_values(model, table, *, draws: int, seed: int):
     """Each group's own estimate in data simulated from the prior predictive: (draw, group)."""
@@ -37,7 +52,8 @@ def main(data: str, model_file: str, figure: str, *, draws: int, seed: int) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = read_prepared(data)
+    everything = read_prepared(data)
+    table = groups_shown(everything, draws, seed)
     shape = SHAPES[shape_of(table)]
     simulated = prior_values(load_module(model_file).build(table), table, draws=draws, seed=seed)
     observed = observed_values(table)
@@ -67,7 +83,8 @@ def main(data: str, model_file: str, figure: str, *, draws: int, seed: int) -> N
         spread.legend(fontsize=7)
     spread.set_xlabel("standard deviation across groups")
     spread.set_yticks([])
-    fig.suptitle("Prior predictive check", fontsize=11)
+    subset = f" (a random {len(table):,} of the {len(everything):,} groups)" if len(table) < len(everything) else ""
+    fig.suptitle(f"Prior predictive check{subset}", fontsize=11)
     fig.tight_layout()
     save_figure(fig, figure, dpi=100)
     plt.close(fig)

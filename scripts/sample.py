@@ -16,6 +16,7 @@ numerical stack.
 
 
 import importlib
+import inspect
 import json
 import logging
 import time
@@ -80,16 +81,18 @@ def completed(trace, module, model, table, seed: int, dtype="float64"):
     # Its own stream, derived from the job's seed: the conditional draws are reproducible
     # and independent of the sampler's.
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
-    if dtype == "float64":
-        added = module.complete(posterior, table, rng)
-    else:  # the model file's complete() draws into float32, where it can
-        try:
-            added = module.complete(posterior, table, rng, dtype=np.dtype(dtype))
-        except TypeError:
-            added = {name: np.asarray(values).astype(dtype) for name, values in module.complete(posterior, table, rng).items()}
+    if dtype != "float64" and "dtype" in inspect.signature(module.complete).parameters:
+        # Drawn into float32 by the model file itself: no float64 copy of every value.
+        added = module.complete(posterior, table, rng, dtype=np.dtype(dtype))
+    else:
+        added = {name: np.asarray(values).astype(dtype, copy=False) for name, values in module.complete(posterior, table, rng).items()}
     for name, values in added.items():
         dims = ("chain", "draw", *model.named_vars_to_dims.get(name, ()))
         posterior[name] = (dims, np.asarray(values))
+    # Per group, drawn exactly from their conditional given each draw (not functions of it,
+    # as mu is): their convergence is that of the draws they are conditioned on
+    # (scripts/diagnose.py).
+    posterior.attrs["pipeline_drawn_exactly"] = " ".join(sorted(name for name in added if posterior[name].ndim > 2))
     posterior = posterior.assign_coords(group=table["group"].tolist())
     observed = xr.Dataset(
         {rv.name: (model.named_vars_to_dims.get(rv.name, ()), np.asarray(model.rvs_to_values[rv].data)) for rv in model.observed_RVs},
@@ -138,7 +141,9 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
         cores=cores,
         target_accept=settings.get("target_accept"),
     )
+    unthinned = None
     if every > 1:
+        unthinned = unthinned_diagnostics(result["posterior"].to_dataset())
         attrs = dict(result["posterior"].attrs)
         result = thinned(result, every)
         result["posterior"].attrs.update(attrs)
@@ -153,7 +158,23 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
             if "group" in values.dims:
                 posterior[name] = values.astype(dtype)
         result["posterior"] = xr_tree(posterior)
+    if unthinned is not None:
+        result.attrs["pipeline_unthinned_diagnostics"] = json.dumps(unthinned)
     return result, article_model
+
+
+def unthinned_diagnostics(posterior) -> dict:
+    """Per scalar variable the sampler drew (the hyperparameters), its summary columns that
+    do not depend on an interval, from every draw: what a thinned trace cannot give (the
+    variables' convergence is judged on them; scripts/diagnose.py)."""
+    import mcmc_stats
+
+    scalars = [name for name, values in posterior.data_vars.items() if values.dims == ("chain", "draw")]
+    if not scalars:
+        return {}
+    table = mcmc_stats.summary(posterior[scalars], 0.94)
+    columns = ["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd"]
+    return {name: {column: float(table.loc[name, column]) for column in columns} for name in scalars}
 
 
 def xr_tree(dataset):
@@ -242,7 +263,7 @@ def main(
     started = time.perf_counter()
     every = kept_every(sampling, len(table))
     if every > 1:
-        log.info("keeping every %d-th draw: %d groups x %d draws x %d chains exceed sampling.store_values (%d)",
+        log.info("keeping one draw in %d: %d groups x %d draws x %d chains exceed sampling.store_values (%d)",
                  every, len(table), sampling["draws"], sampling["chains"], sampling["store_values"])
     result, article_model = fit(module, table, method=method, sampling=sampling, settings=settings, seed=seed, cores=threads,
                                 every=every)

@@ -79,6 +79,19 @@ def test_prior_predictive_figure(spacex_prepared, tmp_path):
     assert_png(tmp_path / "prior.png")
 
 
+def test_at_many_groups_a_seeded_random_subset_is_simulated(monkeypatch):
+    """Above MAX_VALUES simulated values, a random subset of the groups (the same for the same
+    seed, in the data's order, a different one for another seed) stands for them all."""
+    table = pd.DataFrame({"group": [f"g{i}" for i in range(1000)], "trials": 10, "successes": 3})
+    assert prior_predictive.groups_shown(table, draws=100, seed=1) is table
+    monkeypatch.setattr(prior_predictive, "MAX_VALUES", 100 * 50)
+    shown = prior_predictive.groups_shown(table, draws=100, seed=1)
+    assert len(shown) == 50 and shown["group"].is_unique
+    assert list(shown["group"]) == sorted(shown["group"], key=lambda name: int(name[1:]))
+    pd.testing.assert_frame_equal(shown, prior_predictive.groups_shown(table, draws=100, seed=1))
+    assert set(shown["group"]) != set(prior_predictive.groups_shown(table, draws=100, seed=2)["group"])
+
+
 def ranks_of(groups, p_best):
     rank_mean = 1 + np.argsort(np.argsort(-np.asarray(p_best)))
     return pd.DataFrame({"group": groups, "rank_mean": rank_mean, "rank_lb": 1, "rank_ub": len(groups),

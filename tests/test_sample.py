@@ -75,6 +75,25 @@ def test_a_trace_over_its_store_values_keeps_every_kth_draw_as_float32_bitwise(s
         for group in ("posterior", "log_likelihood", "sample_stats"):
             for name in kept[group].data_vars:
                 np.testing.assert_array_equal(kept[group][name].values, again[group][name].values)
+        if model == "hierarchical":
+            # The sampler's scalars are judged from every draw: the full trace's own summary.
+            import json
+
+            import diagnose
+            import mcmc_stats
+
+            unthinned = json.loads(kept.attrs["pipeline_unthinned_diagnostics"])
+            reference = mcmc_stats.summary(full["posterior"].to_dataset()[["alpha", "beta"]], 0.94)
+            assert set(unthinned) == {"alpha", "beta"}
+            for name in unthinned:
+                assert unthinned[name]["ess_bulk"] == reference.loc[name, "ess_bulk"]
+                assert unthinned[name]["r_hat"] == reference.loc[name, "r_hat"]
+            table = diagnose.with_unthinned(kept, diagnose.summarise(kept, 0.94))
+            assert table.loc["alpha", "ess_bulk"] == reference.loc["alpha", "ess_bulk"]
+            # theta, drawn exactly given each kept draw, is in the table, not judged.
+            assert "theta[Falcon 9]" in table.index
+            assert list(diagnose.judged(kept, table).index) == ["alpha", "beta", "mu"]
+            assert list(diagnose.judged(full, table).index) == list(table.index)
 
 
 def test_the_collapsed_draws_are_the_same_drawn_in_blocks(monkeypatch):

@@ -1,7 +1,7 @@
 rule sample:
     """Fit one model to one data set; the trace is cached as ArviZ NetCDF."""
     input:
-        code=step_code("sample", "nutpie_callbacks"),
+        code=step_code("sample", "mcmc_stats", "nutpie_callbacks"),
         data="results/{dataset}/data.csv",
         model_file=model_path,
     output:

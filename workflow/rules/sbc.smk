@@ -4,7 +4,7 @@
 rule sbc_fit:
     """Fit the model to data simulated from its prior, with the data set's group sizes."""
     input:
-        code=step_code("sbc_fit", "sample", "nutpie_callbacks"),
+        code=step_code("sbc_fit", "sample", "mcmc_stats", "nutpie_callbacks"),
         data="results/{dataset}/data.csv",
         model_file=model_path,
     output:

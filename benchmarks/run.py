@@ -301,12 +301,18 @@ def groups(table: Table, scratch: Path, sizes: list[int]) -> None:
             note = (f"sample step {steps[('sample', model)]['wall']:.1f} s (draws {draws:.1f} s), max R-hat {report['max_rhat']:.3f}, "
                     f"divergences {report['divergences']}, trace.nc {(folder / 'trace.nc').stat().st_size / 2**20:.0f} MB")
             table.add("groups", f"{model}, {size} groups: every output, end to end", elapsed, "s",
-                      note + (", target <= 30 s" if size == 10000 else ""))
+                      note + {10000: ", target <= 20 s", 100000: ", target <= 60 s", 1000000: ", target <= 600 s"}.get(size, ""))
         slowest = max(steps.items(), key=lambda item: item[1]["wall"])
         largest = max(steps.items(), key=lambda item: item[1]["rss"])
         table.add("groups", f"{size} groups: slowest step", slowest[1]["wall"], "s", f"{slowest[0][0]} ({slowest[0][1]})")
         table.add("groups", f"{size} groups: largest peak RSS of a step", largest[1]["rss"], "MB",
-                  f"{largest[0][0]} ({largest[0][1]})" + (", target <= 2000 MB" if size == 10000 else ""))
+                  f"{largest[0][0]} ({largest[0][1]})" + {10000: ", target <= 2000 MB", 100000: ", target <= 3000 MB",
+                                                          1000000: ", target <= 8000 MB"}.get(size, ""))
+        on_disk = sum(path.stat().st_size for path in (workdir / "results" / dataset).rglob("*") if path.is_file())
+        table.add("groups", f"{size} groups: results on disk", on_disk / 2**20, "MB",
+                  ", ".join(f"{name} {(workdir / 'results' / dataset / m / name).stat().st_size / 2**20:.0f} MB"
+                            for m in models for name in ("trace.nc", "ppc.nc"))
+                  + (", target <= 10240 MB" if size == 1000000 else ""))
 
 
 def sbc(table: Table, workdir: Path) -> None:

@@ -52,15 +52,15 @@ def with_unthinned(trace, table):
 
 def judged(trace, table):
     """The summary rows the convergence thresholds apply to. In a thinned trace, not those of
-    variables drawn exactly from their conditional given each draw (a collapsed model's
-    theta): their convergence is that of the draws they are conditioned on, judged from
-    every draw, while their own R-hat and ESS, from the few kept draws of a million groups,
-    are noise whose maximum exceeds any threshold (in summary.csv all the same)."""
+    variables computed exactly from the sampler's draws after sampling (a collapsed model's
+    mu, a function of alpha and beta, and theta, drawn from its conditional given them):
+    their convergence is that of the sampler's variables, judged from every draw, while
+    their own R-hat and ESS come from the few kept draws (a million groups' theta: noise
+    whose maximum exceeds any threshold). They are in summary.csv all the same."""
     if int(trace.attrs.get("pipeline_kept_every", 1)) <= 1:
         return table
-    exact = set(trace["posterior"].attrs.get("pipeline_drawn_exactly", "").split())
-    keep = [parameter.split("[")[0] not in exact for parameter in table.index]
-    return table[keep]
+    completed = set(trace["posterior"].attrs.get("pipeline_completed", "").split())
+    return table[[parameter.split("[")[0] not in completed for parameter in table.index]]
 
 
 def check(trace, table, thresholds: dict) -> dict:

@@ -215,8 +215,16 @@ def draw(result, curves, *, spread_model: str | None, max_groups: int = 30):
     if len(named) > LABELLED:
         distance = (named["rate"] - target).abs() / np.sqrt(target * (1 - target) / named["trials"])
         named = named.loc[distance.sort_values(ascending=False).index[:LABELLED]]
-    for _, row in named.iterrows():
-        axis.annotate(str(row["group"]), (row["trials"], row["rate"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if len(result) <= max_groups:
+        for _, row in named.iterrows():
+            axis.annotate(str(row["group"]), (row["trials"], row["rate"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    elif len(named):
+        # Thousands of points: the most extreme are circled and listed beside the plot, where
+        # their names cannot pile up on each other.
+        axis.scatter(named["trials"], named["rate"], s=40, facecolors="none", edgecolors="black", linewidths=0.8, zorder=4)
+        lines = [f"{row['group']}: {int(row['successes'])}/{int(row['trials'])}" for _, row in named.iterrows()]
+        axis.text(1.02, 0.0, "most unusual (circled):\n" + "\n".join(lines), transform=axis.transAxes, fontsize=7,
+                  va="bottom", ha="left", family="monospace")
     if n.max() > 20 * n.min():
         axis.set_xscale("log")
     axis.set_ylim(-0.02, 1.02)
@@ -224,7 +232,10 @@ def draw(result, curves, *, spread_model: str | None, max_groups: int = 30):
     axis.set_ylabel("observed rate (successes / trials)")
     axis.set_title(f"Funnel plot of {len(result):,} groups: {int(outside_classic.sum())} outside the binomial 99.8% limits"
                    + (f", {int(outside_spread.sum())} outside those with spread" if "with_spread" in result else ""), fontsize=10)
-    axis.legend(fontsize=7, loc="lower right")
+    if len(result) <= max_groups:
+        axis.legend(fontsize=7, loc="lower right")
+    else:  # beside the plot: at thousands of groups every corner holds points
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return figure
 
 

@@ -89,10 +89,9 @@ def completed(trace, module, model, table, seed: int, dtype="float64"):
     for name, values in added.items():
         dims = ("chain", "draw", *model.named_vars_to_dims.get(name, ()))
         posterior[name] = (dims, np.asarray(values))
-    # Per group, drawn exactly from their conditional given each draw (not functions of it,
-    # as mu is): their convergence is that of the draws they are conditioned on
-    # (scripts/diagnose.py).
-    posterior.attrs["pipeline_drawn_exactly"] = " ".join(sorted(name for name in added if posterior[name].ndim > 2))
+    # Computed from the sampler's draws, exactly (mu as a function of them, theta from its
+    # conditional given them): their convergence is that of those draws (scripts/diagnose.py).
+    posterior.attrs["pipeline_completed"] = " ".join(sorted(added))
     posterior = posterior.assign_coords(group=table["group"].tolist())
     observed = xr.Dataset(
         {rv.name: (model.named_vars_to_dims.get(rv.name, ()), np.asarray(model.rvs_to_values[rv].data)) for rv in model.observed_RVs},

@@ -21,6 +21,7 @@ def test_harness_writes_table_markdown_and_plot(tmp_path):
     rows = list(csv.DictReader((tmp_path / "latest.csv").open()))
     assert [r["what"] for r in rows] == [
         "hierarchical, 4 groups: every output, end to end", "4 groups: slowest step", "4 groups: largest peak RSS of a step",
+        "4 groups: results on disk",
     ]
     assert all(float(r["value"]) > 0 and r["machine"] and "pymc=" in r["versions"] for r in rows)
     assert "max R-hat" in rows[0]["note"]

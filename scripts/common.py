@@ -123,6 +123,13 @@ def dimension_sizes(path: str | Path, group: str, rule_hint: str = "") -> dict:
         return dict(lazy.sizes)
 
 
+def thinning(draws: int, groups: int, *, max_values: int, min_draws: int) -> int:
+    """Every how many draws of each chain a per-group summary reads: 1 (all) up to
+    max_values draws x groups, beyond an evenly spaced subset of at least min_draws."""
+    keep = max(min_draws, max_values // max(groups, 1))
+    return max(1, -(-draws // keep))
+
+
 def fitted_model(trace: str | Path) -> str:
     """The name of the model a trace was sampled from (its provenance), read without its variables."""
     return read_variables(trace, "/", [], rule_hint="sample").attrs.get("pipeline_model", "")

@@ -25,16 +25,10 @@ least `min_draws`) are read and ranked, which keeps the cost to seconds.
 
 import numpy as np
 
-from common import atomic_path, dimension_sizes, read_prepared, read_variables
+from common import atomic_path, dimension_sizes, read_prepared, read_variables, thinning
 
 # Values (draws x groups) ranked at a time.
 BLOCK_VALUES = 10_000_000
-
-
-def thinning(draws: int, groups: int, *, max_values: int, min_draws: int) -> int:
-    """Every how many draws of each chain to keep: 1 (all) up to max_values draws x groups."""
-    keep = max(min_draws, max_values // max(groups, 1))
-    return max(1, -(-draws // keep))
 
 
 def as_draws(theta, groups: int):

@@ -166,3 +166,22 @@ def test_replicates_drawn_in_blocks_are_independent_reproducible_int32(spacex_pr
     n = table["trials"].to_numpy()
     sd = np.sqrt(n * theta * (1 - theta) / 1200)
     np.testing.assert_array_less(np.abs(y_rep.values.mean(axis=(0, 1)) - n * theta), 5 * sd)
+
+
+def test_at_many_values_every_kth_draw_is_replicated(spacex_traces, spacex_prepared, tmp_path):
+    """Over ppc.max_values draws x groups, the check replicates every k-th draw of each chain
+    (at least min_draws in all), and its p-values are those of exactly those draws."""
+    trace = read_datatree(spacex_traces["no_pooling"])
+    chains, draws = trace["posterior"].sizes["chain"], trace["posterior"].sizes["draw"]
+    replicated, pvalues = tmp_path / "ppc.nc", tmp_path / "ppc.csv"
+    # 4 groups: 4,000 values are 1,000 draws (over min_draws), one in ceil(draws / 1,000).
+    ppc.main(str(spacex_prepared), str(ROOT / "scripts" / "models" / "no_pooling.py"), str(spacex_traces["no_pooling"]),
+             str(replicated), str(pvalues), seed=3, ci_prob=0.94, max_values=4000, min_draws=500)
+    group = read_datatree(replicated)["posterior_predictive"]
+    y_rep = group["y"]
+    every = -(-chains * draws // 1000)
+    assert group.attrs["kept_every"] == every and y_rep.sizes["draw"] == len(range(0, draws, every))
+    np.testing.assert_array_equal(y_rep["draw"].values, trace["posterior"]["draw"].values[::every])
+    table = read_prepared(spacex_prepared)
+    again = ppc.p_values(y_rep.to_dataset(), table, {"y": table["successes"].to_numpy()}, 0.94)
+    pd.testing.assert_frame_equal(pd.read_csv(pvalues), again, check_dtype=False)

@@ -19,6 +19,8 @@ rule ppc:
     params:
         seed=lambda w: job_seed(w, "ppc"),
         ci_prob=config["plots"]["ci_prob"],
+        max_values=config["ppc"]["max_values"],
+        min_draws=config["ppc"]["min_draws"],
     run:
         run_step(input, output, params, log)
 

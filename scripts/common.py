@@ -100,18 +100,21 @@ def read_datatree(path: str | Path, rule_hint: str = ""):
         return lazy.load()
 
 
-def read_variables(path: str | Path, group: str, names: list[str] | None = None, rule_hint: str = "", select: dict | None = None):
+def read_variables(path: str | Path, group: str, names: list[str] | None = None, rule_hint: str = "", select: dict | None = None,
+                   at: dict | None = None):
     """Some variables of one group of an ArviZ NetCDF file, read into memory, file closed.
 
     For steps that need a few variables of a large trace: at 10,000 groups a whole trace
     is 600 MB, of which a figure may need a few kB. `select` (coordinates, as for
-    `Dataset.sel`) is applied before reading.
+    `Dataset.sel`) and `at` (positions, as for `Dataset.isel`, of the dimensions the group
+    has) are applied before reading.
     """
     import xarray as xr
 
     path = Path(path)
     with readable(path, rule_hint), xr.open_dataset(path, group=group, engine="netcdf4") as lazy:
         chosen = lazy[names] if names is not None else lazy
+        chosen = chosen.isel(at, missing_dims="ignore") if at else chosen
         return (chosen.sel(select) if select else chosen).load()
 
 

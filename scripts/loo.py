@@ -41,11 +41,10 @@ def group_log_likelihood(module, posterior, table, trace_path=None, rows=slice(N
     conditional one, summed over the model's observed variables (a two-arm trial's two arms)."""
     if hasattr(module, "group_log_likelihood"):
         return np.asarray(module.group_log_likelihood(posterior, table.iloc[rows]))
-    stored = read_variables(trace_path, "log_likelihood", rule_hint="sample")
-    stored = stored.isel(group=rows) if "group" in stored.dims else stored
-    table = table.iloc[rows]
+    # Only the groups asked for are read: leave-one-group-out asks a block at a time.
+    stored = read_variables(trace_path, "log_likelihood", rule_hint="sample", at={"group": rows})
     total = sum(stored[name].transpose("chain", "draw", ...).values for name in stored.data_vars)
-    return np.broadcast_to(total, (*total.shape[:2], len(table))) if total.ndim == 2 else total
+    return np.broadcast_to(total, (*total.shape[:2], len(table.iloc[rows]))) if total.ndim == 2 else total
 
 
 def as_tree(posterior, loglik, groups):
@@ -143,8 +142,9 @@ def cross_validate(
     groups = table["group"].tolist()
     n_samples = posterior.sizes["chain"] * posterior.sizes["draw"]
     lpd, elpd, pareto_k = np.empty(len(groups)), np.full(len(groups), np.nan), np.full(len(groups), np.nan)
-    constant = np.ones(len(groups), dtype=bool) if hasattr(module, "exact_loo") else np.empty(len(groups), dtype=bool)
-    if hasattr(module, "exact_loo"):
+    exact_model = hasattr(module, "exact_loo")
+    constant = np.ones(len(groups), dtype=bool)
+    if exact_model:
         elpd = np.asarray(module.exact_loo(table), dtype=float)
     # ArviZ's r_eff, computed for all parameters at once (it loops over them).
     r_eff = None
@@ -156,7 +156,7 @@ def cross_validate(
         # One row of draws per group, made once: every reduction over draws below runs along it.
         rows = psis.by_observation(group_log_likelihood(module, posterior, table, trace_path, block))
         lpd[block] = psis.lppd(rows)
-        if hasattr(module, "exact_loo"):
+        if exact_model:
             continue
         constant[block] = np.ptp(rows, axis=1) == 0
         elpd[block] = np.where(constant[block], rows[:, 0], np.nan)

@@ -33,14 +33,14 @@ def replicate(model, table, posterior, *, seed: int):
     import xarray as xr
     from pymc.sampling.forward import vectorize_over_posterior
 
+    variables = observed_variables(model)
     unsized = []
-    for observed in observed_variables(model):
+    for observed in variables:
         # The observed variable's size is fixed to the groups (dims="group"), which stops
         # PyTensor from adding the draws' batch dimensions; without it, the size follows the
         # parameters' shapes.
         rng, _size, *parameters = observed.owner.inputs
         unsized.append(observed.owner.op.make_node(rng, None, *parameters).outputs[1])
-    variables = observed_variables(model)
     chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
     expected = (chains, draws, len(table))
     # As in predict.py: evaluate the graph once over all draws instead of once per draw; at
@@ -54,8 +54,8 @@ def replicate(model, table, posterior, *, seed: int):
         graph = vectorize_over_posterior(unsized, part, input_rvs=list(model.free_RVs))
         random_seed = seed if len(blocks) == 1 else np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(number,)))
         values = pm.draw(graph, random_seed=random_seed)
-        for index, (variable, block_values) in enumerate(zip(variables, values if isinstance(values, list | tuple) else [values],
-                                                             strict=True)):
+        values = values if isinstance(values, list | tuple) else [values]
+        for index, (variable, block_values) in enumerate(zip(variables, values, strict=True)):
             wanted = (chains, len(range(draws)[block]), len(table))
             if block_values.shape != wanted:
                 raise ValueError(f"the replicated {variable.name} has shape {block_values.shape}, expected {wanted}: "

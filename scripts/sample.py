@@ -7,9 +7,11 @@ conjugate parameters are integrated out, and then draws those exactly with its
 every later step reads it alike. `auto` (the default) is `collapsed` where the model file
 defines it.
 
-Besides the posterior, the trace holds the pointwise log-likelihood and the log density of
-the model's priors (`log_prior`, for the prior sensitivity check). It carries what is
-needed to reproduce it: the seed, the method, the sampler and
+Besides the posterior, the trace holds the log-likelihood (pointwise; per draw, summed over
+the groups, for a model file that integrates each group's likelihood itself) and the log
+density of the model's priors (`log_prior`), for the prior sensitivity check. Beyond
+`sampling.store_values` group-level values it keeps one draw in k (`kept_every`). It
+carries what is needed to reproduce it: the seed, the method, the sampler and
 its settings, the SHA-256 of the data and of the model file, and the versions of the
 numerical stack.
 """
@@ -111,7 +113,8 @@ def kept_every(sampling: dict, groups: int) -> int:
 
 
 def thinned(trace, every: int):
-    """The sampler's trace with every `every`-th draw of each chain (from the first)."""
+    """The sampler's trace with every `every`-th draw of each chain (from the first); each
+    group keeps its attributes."""
     import xarray as xr
 
     groups = {name: trace[name].to_dataset() for name in trace.children}
@@ -143,9 +146,7 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
     unthinned = None
     if every > 1:
         unthinned = unthinned_diagnostics(result["posterior"].to_dataset())
-        attrs = dict(result["posterior"].attrs)
         result = thinned(result, every)
-        result["posterior"].attrs.update(attrs)
     dtype = "float32" if every > 1 else "float64"
     if method == "collapsed":
         sampled_attrs = dict(result["posterior"].attrs)

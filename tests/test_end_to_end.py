@@ -12,15 +12,19 @@ from common import read_prepared
 from conftest import copy_workflow, planned_outputs, run_snakemake, tiny_config
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("end_to_end"))
-    config = tiny_config(models={"full_pooling": None, "hierarchical": {"target_accept": 0.95}})
+def tiny_run(workdir, config):
+    """Run `snakemake` on `config` with 300 draws: (workdir, the outputs it planned)."""
     config["sampling"].update(draws=300, tune=300)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     expected = planned_outputs(workdir)
     run_snakemake(workdir, "--cores", "2")
     return workdir, expected
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("end_to_end"))
+    return tiny_run(workdir, tiny_config(models={"full_pooling": None, "hierarchical": {"target_accept": 0.95}}))
 
 
 def test_every_planned_output_is_made_and_nothing_is_left_to_do(run):
@@ -62,13 +66,8 @@ def meta_run(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("meta_end_to_end"))
     examples = [yaml.safe_load((workdir / "config" / "examples" / f"{name}.yaml").read_text())
                 for name in ("eight_schools", "beta_blockers")]
-    config = tiny_config(datasets={k: v for e in examples for k, v in e["datasets"].items()},
-                         models={k: v for e in examples for k, v in e["models"].items()})
-    config["sampling"].update(draws=300, tune=300)
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    expected = planned_outputs(workdir)
-    run_snakemake(workdir, "--cores", "2")
-    return workdir, expected
+    return tiny_run(workdir, tiny_config(datasets={k: v for e in examples for k, v in e["datasets"].items()},
+                                         models={k: v for e in examples for k, v in e["models"].items()}))
 
 
 def test_each_meta_analysis_shape_runs_to_completion(meta_run):

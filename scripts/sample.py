@@ -24,7 +24,7 @@ import logging
 import time
 from pathlib import Path
 
-from common import UserError, load_module, read_prepared, sha256_of, write_datatree
+from common import UserError, load_module, read_prepared, sha256_of, thinning, write_datatree
 
 log = logging.getLogger("pipeline.sample")
 
@@ -73,7 +73,7 @@ def method_of(module, settings: dict, model_file: str) -> str:
     return wanted
 
 
-def completed(trace, module, model, table, seed: int, dtype="float64"):
+def completed(trace, module, model, table, seed: int, dtype="float64", threads: int = 1):
     """The collapsed sampler's trace with the integrated-out draws and the observed data
     added: the variables, dims and groups of a NUTS trace of the article's model."""
     import numpy as np
@@ -83,11 +83,14 @@ def completed(trace, module, model, table, seed: int, dtype="float64"):
     # Its own stream, derived from the job's seed: the conditional draws are reproducible
     # and independent of the sampler's.
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
-    if dtype != "float64" and "dtype" in inspect.signature(module.complete).parameters:
+    accepts = inspect.signature(module.complete).parameters
+    options = {"threads": threads} if "threads" in accepts else {}
+    if dtype != "float64" and "dtype" in accepts:
         # Drawn into float32 by the model file itself: no float64 copy of every value.
-        added = module.complete(posterior, table, rng, dtype=np.dtype(dtype))
+        added = module.complete(posterior, table, rng, dtype=np.dtype(dtype), **options)
     else:
-        added = {name: np.asarray(values).astype(dtype, copy=False) for name, values in module.complete(posterior, table, rng).items()}
+        added = {name: np.asarray(values).astype(dtype, copy=False)
+                 for name, values in module.complete(posterior, table, rng, **options).items()}
     for name, values in added.items():
         dims = ("chain", "draw", *model.named_vars_to_dims.get(name, ()))
         posterior[name] = (dims, np.asarray(values))
@@ -107,9 +110,11 @@ def completed(trace, module, model, table, seed: int, dtype="float64"):
 
 def kept_every(sampling: dict, groups: int) -> int:
     """Every how many draws the trace keeps: 1, or enough to store at most
-    `sampling.store_values` group-level values (draws x chains x groups)."""
-    total = sampling["draws"] * sampling["chains"] * groups
-    return max(1, -(-total // sampling.get("store_values", total)))
+    `sampling.store_values` group-level values (draws x chains x groups), but never fewer
+    than `sampling.store_min_draws` draws (all chains together)."""
+    draws = sampling["draws"] * sampling["chains"]
+    return thinning(draws, groups, max_values=sampling.get("store_values", draws * groups),
+                    min_draws=sampling.get("store_min_draws", 1))
 
 
 def thinned(trace, every: int):
@@ -150,7 +155,7 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
     dtype = "float32" if every > 1 else "float64"
     if method == "collapsed":
         sampled_attrs = dict(result["posterior"].attrs)
-        result = completed(result, module, article_model, table, seed, dtype)
+        result = completed(result, module, article_model, table, seed, dtype, threads=cores)
         result["posterior"].attrs.update(sampled_attrs)
     elif every > 1:
         posterior = result["posterior"].to_dataset()
@@ -263,8 +268,9 @@ def main(
     started = time.perf_counter()
     every = kept_every(sampling, len(table))
     if every > 1:
-        log.info("keeping one draw in %d: %d groups x %d draws x %d chains exceed sampling.store_values (%d)",
-                 every, len(table), sampling["draws"], sampling["chains"], sampling["store_values"])
+        log.info("keeping one draw in %d: %d groups x %d draws x %d chains exceed sampling.store_values (%d; "
+                 "sampling.store_min_draws %d)", every, len(table), sampling["draws"], sampling["chains"],
+                 sampling["store_values"], sampling.get("store_min_draws", 1))
     result, article_model = fit(module, table, method=method, sampling=sampling, settings=settings, seed=seed, cores=threads,
                                 every=every)
     # The log-likelihood of the article's model (theta given), as in a NUTS trace: pointwise,

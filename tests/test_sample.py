@@ -55,6 +55,9 @@ def test_a_trace_over_its_store_values_keeps_every_kth_draw_as_float32_bitwise(s
     assert sample.kept_every(small, 4) == 1
     assert sample.kept_every({**small, "store_values": 400}, 4) == 4
     assert sample.kept_every({**small, "store_values": 399}, 4) == 5
+    # ... but never fewer than store_min_draws draws: 400 draws, at least 200 kept.
+    assert sample.kept_every({**small, "store_values": 4, "store_min_draws": 200}, 4) == 2
+    assert sample.kept_every({**small, "store_values": 400, "store_min_draws": 400}, 4) == 1
 
     def run(name, model, store_values=None):
         path = tmp_path / f"{name}.nc"
@@ -96,9 +99,11 @@ def test_a_trace_over_its_store_values_keeps_every_kth_draw_as_float32_bitwise(s
             assert list(diagnose.judged(full, table).index) == list(table.index)
 
 
-def test_the_collapsed_draws_are_the_same_drawn_in_blocks(monkeypatch):
+def test_the_collapsed_draws_are_the_same_whatever_the_threads(monkeypatch):
     """hierarchical.complete draws theta a block of posterior draws at a time (to bound
-    memory at a million groups): the values are those of one call over all draws."""
+    memory at a million groups, and a block per thread), each block from its own stream:
+    the values are the same drawn on one thread or three, as float64 or float32, and each
+    block's are the Beta draws of its own stream."""
     import numpy as np
     import pandas as pd
     import xarray as xr
@@ -106,6 +111,7 @@ def test_the_collapsed_draws_are_the_same_drawn_in_blocks(monkeypatch):
     from common import load_module
 
     module = load_module(ROOT / "scripts" / "models" / "hierarchical.py")
+    monkeypatch.setattr(module, "BLOCK_VALUES", 7 * 1000)  # blocks of 7 draws: 15 of them
     rng = np.random.default_rng(3)
     posterior = xr.Dataset({"alpha": (("chain", "draw"), rng.gamma(2, size=(2, 50))),
                             "beta": (("chain", "draw"), rng.gamma(2, size=(2, 50)))})
@@ -115,7 +121,11 @@ def test_the_collapsed_draws_are_the_same_drawn_in_blocks(monkeypatch):
     alpha = posterior["alpha"].values.reshape(-1, 1)
     beta = posterior["beta"].values.reshape(-1, 1)
     n, y = table["trials"].to_numpy(), table["successes"].to_numpy()
-    whole = np.random.default_rng(5).beta(alpha + y, beta + n - y).reshape(2, 50, 1000)
+    streams = np.random.default_rng(5).spawn(15)
+    whole = np.concatenate([streams[k].beta(alpha[7 * k:7 * k + 7] + y, beta[7 * k:7 * k + 7] + n - y)
+                            for k in range(15)]).reshape(2, 50, 1000)
     np.testing.assert_array_equal(once, whole)
-    monkeypatch.setattr(module, "BLOCK_VALUES", 7 * 1000)  # blocks of 7 draws
-    np.testing.assert_array_equal(module.complete(posterior, table, np.random.default_rng(5))["theta"], whole)
+    threaded = module.complete(posterior, table, np.random.default_rng(5), threads=3)["theta"]
+    np.testing.assert_array_equal(threaded, whole)
+    single = module.complete(posterior, table, np.random.default_rng(5), dtype=np.float32, threads=2)["theta"]
+    np.testing.assert_array_equal(single, whole.astype(np.float32))

@@ -118,6 +118,14 @@ def read_variables(path: str | Path, group: str, names: list[str] | None = None,
         return (chosen.sel(select) if select else chosen).load()
 
 
+def trace_groups(path: str | Path, rule_hint: str = "") -> set[str]:
+    """The names of the groups of an ArviZ NetCDF file, read without their values."""
+    import netCDF4
+
+    with readable(path, rule_hint), netCDF4.Dataset(path) as handle:
+        return set(handle.groups)
+
+
 def dimension_sizes(path: str | Path, group: str, rule_hint: str = "") -> dict:
     """The dimension sizes of one group of an ArviZ NetCDF file, read without its values."""
     import xarray as xr

@@ -50,6 +50,24 @@ def with_unthinned(trace, table):
     return table
 
 
+def with_rao_blackwellised(trace, table):
+    """The summary with the mean, sd and mcse_mean of a collapsed model's integrated-out
+    group variables (theta) taken from the sample step's Rao-Blackwellised summaries: their
+    conditional moments averaged over every draw of the sampler, not over the kept draws of
+    theta (intervals, ESS and R-hat stay those of the draws)."""
+    import mcmc_stats
+
+    if "rao_blackwellised" not in trace.children:
+        return table
+    table = table.copy()
+    for name, values in trace["rao_blackwellised"].data_vars.items():
+        dims = [dim for dim in values.dims if dim != "summary"]
+        labels = mcmc_stats.parameter_labels(name, values, dims)
+        for column in values["summary"].values:
+            table.loc[labels, str(column)] = values.sel(summary=column).transpose(*dims).values.reshape(-1)
+    return table
+
+
 def judged(trace, table):
     """The summary rows the convergence thresholds apply to. In a thinned trace, not those of
     variables computed exactly from the sampler's draws after sampling (a collapsed model's
@@ -119,9 +137,10 @@ def main(trace: str, sensitivity: str, summary: str, diagnostics: str, *, thresh
     bad = nonfinite_variables(trace)
     if bad:
         raise UserError(f"{trace_path}: non-finite values in {', '.join(bad)}; the fit cannot be used")
-    table = with_unthinned(trace, summarise(trace, ci_prob, threads))
+    table = with_rao_blackwellised(trace, with_unthinned(trace, summarise(trace, ci_prob, threads)))
     report = check(trace, table, thresholds)
     report["kept_every"] = int(trace.attrs.get("pipeline_kept_every", 1))
+    report["rao_blackwellised"] = sorted(trace["rao_blackwellised"].data_vars) if "rao_blackwellised" in trace.children else []
     for problem in report["problems"]:
         log.warning("%s: %s", trace_path, problem)
     if strict and not report["ok"]:

@@ -240,6 +240,15 @@ def diagnostics(x, ci_prob: float) -> dict:
     }
 
 
+def parameter_labels(name: str, values, dims) -> list[str]:
+    """The summary's row names of a variable's `dims` (az.summary's: theta[Falcon 9], in C order)."""
+    if not dims:
+        return [name]
+    coords = [values[dim].values for dim in dims]
+    return [f"{name}[{','.join(str(coords[d][i]) for d, i in enumerate(index))}]"
+            for index in np.ndindex(*(values.sizes[dim] for dim in dims))]
+
+
 def summary(posterior, ci_prob: float, threads: int = 1):
     """az.summary's table for every variable of a posterior Dataset (chain, draw, ...)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -249,13 +258,7 @@ def summary(posterior, ci_prob: float, threads: int = 1):
     names, blocks = [], []
     for name, values in posterior.data_vars.items():
         array = values.transpose("chain", "draw", ...)
-        extra = array.dims[2:]
-        if extra:
-            coords = [array[dim].values for dim in extra]
-            labels = [",".join(str(coords[d][i]) for d, i in enumerate(index)) for index in np.ndindex(*array.shape[2:])]
-            names += [f"{name}[{label}]" for label in labels]
-        else:
-            names.append(name)
+        names += parameter_labels(name, array, array.dims[2:])
         blocks.append(np.asarray(array.values, dtype=float).reshape(array.shape[0], array.shape[1], -1))
     # Work items: (block, first parameter, last parameter), each made contiguous (parameters
     # first) when it is computed, so that every pass over it reads memory in order.

@@ -8,14 +8,20 @@ pulls a group toward the population, the more so the less it knows on its own.
 
 import numpy as np
 
-from common import read_prepared, read_variables, save_figure
+from common import read_prepared, read_variables, save_figure, trace_groups
 from shapes import SHAPES, observed_values, shape_of, standard_errors
 
 LABELLED_GROUPS = 20  # above this many groups, labels would only clutter
 
 
-def posterior_means(theta, groups) -> np.ndarray:
-    means = theta.mean(("chain", "draw"))
+def posterior_means(path, groups) -> np.ndarray:
+    """Each group's posterior mean of theta: the trace's Rao-Blackwellised one where it has
+    it (a collapsed model: from every draw, and without reading theta's draws), else the
+    mean of theta's draws."""
+    if "rao_blackwellised" in trace_groups(path, rule_hint="sample"):
+        means = read_variables(path, "rao_blackwellised", ["theta"], rule_hint="sample", select={"summary": "mean"})["theta"]
+    else:
+        means = read_variables(path, "posterior", ["theta"], rule_hint="sample")["theta"].mean(("chain", "draw"))
     if "group" not in means.dims:
         return np.full(len(groups), float(means))
     return means.sel(group=list(groups)).values
@@ -39,8 +45,7 @@ def main(data: str, traces: list[str], figure: str, *, models: list[str]) -> Non
     axis.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="own data only")
     axis.axhline(pooled, color="black", linestyle=":", linewidth=1, label=f"pooled {pooled:.3f}")
     for name, path in zip(model_names, trace_paths, strict=True):
-        theta = read_variables(path, "posterior", ["theta"], rule_hint="sample")["theta"]
-        means = posterior_means(theta, table["group"])
+        means = posterior_means(path, table["group"])
         axis.scatter(raw, means, s=sizes, alpha=0.7, label=name)
     if len(table) <= LABELLED_GROUPS:
         for label, x in zip(table["group"], raw, strict=True):

@@ -10,7 +10,10 @@ defines it.
 Besides the posterior, the trace holds the log-likelihood (pointwise; per draw, summed over
 the groups, for a model file that integrates each group's likelihood itself) and the log
 density of the model's priors (`log_prior`), for the prior sensitivity check. Beyond
-`sampling.store_values` group-level values it keeps one draw in k (`kept_every`). It
+`sampling.store_values` group-level values it keeps one draw in k (`kept_every`), and for
+a model file that gives the conditional moments of what it integrates out
+(`conditional_moments`), each group's posterior mean and sd from every draw
+(`rao_blackwellised`). It
 carries what is needed to reproduce it: the seed, the method, the sampler and
 its settings, the SHA-256 of the data and of the model file, and the versions of the
 numerical stack.
@@ -27,6 +30,11 @@ from pathlib import Path
 from common import UserError, load_module, read_prepared, sha256_of, thinning, write_datatree
 
 log = logging.getLogger("pipeline.sample")
+
+# The Monte Carlo error of a Rao-Blackwellised mean comes from this many batches per chain,
+# and its conditional moments are computed this many values at a time.
+RB_BATCHES = 10
+RB_BLOCK_VALUES = 1_000_000
 
 RECORDED_PACKAGES = ("pymc", "pytensor", "arviz", "nutpie", "numpy", "xarray", "netCDF4")
 
@@ -148,6 +156,9 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
         cores=cores,
         target_accept=settings.get("target_accept"),
     )
+    summaries = None
+    if method == "collapsed":
+        summaries = rao_blackwellised(module, result["posterior"].to_dataset(), table, threads=cores)
     unthinned = None
     if every > 1:
         unthinned = unthinned_diagnostics(result["posterior"].to_dataset())
@@ -165,7 +176,67 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
         result["posterior"] = xr_tree(posterior)
     if unthinned is not None:
         result.attrs["pipeline_unthinned_diagnostics"] = json.dumps(unthinned)
+    if summaries:
+        result["rao_blackwellised"] = xr_tree(summaries_dataset(summaries, article_model, table))
     return result, article_model
+
+
+def summaries_dataset(summaries: dict, model, table):
+    """The Rao-Blackwellised summaries as a trace group: each variable over (summary, its dims)."""
+    import xarray as xr
+
+    return xr.Dataset(
+        {name: (("summary", *model.named_vars_to_dims.get(name, ())), values) for name, values in summaries.items()},
+        coords={"summary": ["mean", "sd", "mcse_mean"], "group": table["group"].tolist()},
+    )
+
+
+def rao_blackwellised(module, posterior, table, threads: int = 1):
+    """Each group's posterior mean, sd and Monte Carlo error of the mean for the variables
+    whose conditional moments given the sampler's draws the model file gives
+    (`conditional_moments`), averaged over every draw, before any thinning: exact given
+    those draws, so no draw of theta adds its own noise. The error comes from batch means
+    (RB_BATCHES consecutive batches per chain). A Dataset: each variable over (`summary`:
+    mean, sd, mcse_mean; then its own dims), or None when the model file gives none."""
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import pairwise
+
+    import numpy as np
+
+    if not hasattr(module, "conditional_moments"):
+        return None
+    draws = posterior.sizes["draw"]
+    edges = np.linspace(0, draws, min(RB_BATCHES, draws) + 1).round().astype(int)
+    step = max(1, RB_BLOCK_VALUES // max(len(table), 1))
+
+    def batch(item):
+        # One batch of one chain, summed in order by one thread: the same sums whatever the threads.
+        chain, first, last = item
+        sums = {}
+        for start in range(first, last, step):
+            block = posterior.isel(chain=[chain], draw=slice(start, min(start + step, last)))
+            for name, moments in module.conditional_moments(block, table).items():
+                totals = sums.setdefault(name, [0.0, 0.0])
+                for k in (0, 1):
+                    totals[k] = totals[k] + np.asarray(moments[k], dtype=np.float64).sum(axis=0)
+        return {name: (mean / (last - first), second / (last - first)) for name, (mean, second) in sums.items()}
+
+    items = [(chain, int(first), int(last)) for chain in range(posterior.sizes["chain"])
+             for first, last in pairwise(edges) if last > first]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        parts = list(pool.map(batch, items))
+    weights = np.array([last - first for _, first, last in items], dtype=np.float64)
+    found = {}
+    for name in parts[0]:
+        means = np.stack([part[name][0] for part in parts])
+        mean = np.tensordot(weights, means, axes=1) / weights.sum()
+        second = sum(weight * part[name][1] for weight, part in zip(weights, parts, strict=True)) / weights.sum()
+        sd = np.sqrt(np.maximum(second - mean**2, 0.0))
+        # Batch means: the spread of the batches' means, over batches x (batches - 1).
+        count = len(items)
+        mcse = np.sqrt(((means - mean) ** 2).sum(axis=0) / (count * (count - 1))) if count > 1 else np.full_like(mean, np.nan)
+        found[name] = np.stack([mean, sd, mcse])
+    return found
 
 
 def unthinned_diagnostics(posterior) -> dict:

@@ -79,8 +79,13 @@ def test_shrinkage_plots_every_model_and_orders_the_pooling(spacex_traces, space
     from common import read_datatree, read_prepared
 
     table = read_prepared(spacex_prepared)
-    thetas = {name: read_datatree(path)["posterior"]["theta"] for name, path in spacex_traces.items()}
-    means = {name: plot_shrinkage.posterior_means(theta, table["group"]) for name, theta in thetas.items()}
+    means = {name: plot_shrinkage.posterior_means(path, table["group"]) for name, path in spacex_traces.items()}
+    # The collapsed hierarchical model's are its Rao-Blackwellised means, the others' those of the draws.
+    collapsed = read_datatree(spacex_traces["hierarchical"])
+    np.testing.assert_array_equal(means["hierarchical"], collapsed["rao_blackwellised"]["theta"].sel(summary="mean").values)
+    no_pooling = read_datatree(spacex_traces["no_pooling"])
+    assert "rao_blackwellised" not in no_pooling.children
+    np.testing.assert_array_equal(means["no_pooling"], no_pooling["posterior"]["theta"].mean(("chain", "draw")).values)
     raw = (table["successes"] / table["trials"]).to_numpy()
     pooled = table["successes"].sum() / table["trials"].sum()
     # Full pooling: one value for all; the hierarchical models pull small groups away from

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import diagnose
 import exact
 import sample
 from common import read_datatree, read_prepared
@@ -56,6 +57,35 @@ def test_hierarchical_matches_numerical_integration(spacex_traces, data):
     means, sds = reference["theta"]
     for parameter, mean, sd in zip(parameters(summary, "theta"), means, sds, strict=True):
         assert_close(summary, parameter, mean, sd)
+
+
+def test_the_rao_blackwellised_summaries_are_the_conditional_moments_averaged_and_match_quadrature(spacex_traces, data):
+    """A collapsed trace's group means and sds come from theta_j's Beta conditional given
+    every draw of (alpha, beta): equal to that average computed here, with the Monte Carlo
+    error of batch means, within Z of it from the quadrature answer, and at least as
+    precise as the mean of theta's own draws."""
+    trace = read_datatree(spacex_traces["hierarchical"])
+    found = trace["rao_blackwellised"]["theta"]
+    n, y = data
+    alpha, beta = (trace["posterior"][name].values[..., None] for name in ("alpha", "beta"))
+    conditional_mean = (alpha + y) / (alpha + beta + n)
+    second = conditional_mean * (alpha + y + 1) / (alpha + beta + n + 1)
+    mean = conditional_mean.mean(axis=(0, 1))
+    np.testing.assert_allclose(found.sel(summary="mean").values, mean, rtol=1e-12)
+    np.testing.assert_allclose(found.sel(summary="sd").values, np.sqrt(second.mean(axis=(0, 1)) - mean**2), rtol=1e-9)
+    chains, draws = alpha.shape[:2]
+    batches = conditional_mean.reshape(chains, sample.RB_BATCHES, draws // sample.RB_BATCHES, -1).mean(axis=2).reshape(-1, len(n))
+    count = len(batches)
+    np.testing.assert_allclose(found.sel(summary="mcse_mean").values,
+                               np.sqrt(((batches - mean) ** 2).sum(axis=0) / (count * (count - 1))), rtol=1e-9)
+    summary = diagnose.with_rao_blackwellised(trace, summarise(trace, 0.94))
+    draws_only = summarise(trace, 0.94)
+    means, sds = exact.hierarchical(*data)["theta"]
+    for parameter, exact_mean, exact_sd in zip(parameters(summary, "theta"), means, sds, strict=True):
+        row = summary.loc[parameter]
+        assert abs(row["mean"] - exact_mean) <= Z * row["mcse_mean"], (parameter, row["mean"], exact_mean)
+        assert abs(row["sd"] - exact_sd) <= Z * draws_only.loc[parameter, "mcse_sd"], (parameter, row["sd"], exact_sd)
+        assert row["mcse_mean"] < draws_only.loc[parameter, "mcse_mean"]
 
 
 def test_hierarchical_logit_matches_numerical_integration(spacex_traces, data):

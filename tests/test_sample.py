@@ -91,6 +91,8 @@ def test_a_trace_over_its_store_values_keeps_every_kth_draw_as_float32_bitwise(s
             for name in unthinned:
                 assert unthinned[name]["ess_bulk"] == reference.loc[name, "ess_bulk"]
                 assert unthinned[name]["r_hat"] == reference.loc[name, "r_hat"]
+            # Each group's mean and sd come from every draw (Rao-Blackwellised) all the same.
+            np.testing.assert_array_equal(kept["rao_blackwellised"]["theta"].values, full["rao_blackwellised"]["theta"].values)
             table = diagnose.with_unthinned(kept, diagnose.summarise(kept, 0.94))
             assert table.loc["alpha", "ess_bulk"] == reference.loc["alpha", "ess_bulk"]
             # mu and theta, computed from each kept draw, are in the table, not judged.

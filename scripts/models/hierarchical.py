@@ -116,6 +116,18 @@ def complete(posterior, data, rng, dtype=np.float64, threads=1):
     }
 
 
+def conditional_moments(posterior, data):
+    """theta_j's mean and second moment given each draw of (alpha, beta), from its Beta
+    conditional: what the sample step averages over every draw for each group's posterior
+    mean and sd (Rao-Blackwellised). Arrays (draws of the block, groups)."""
+    alpha = posterior["alpha"].values.reshape(-1, 1)
+    beta = posterior["beta"].values.reshape(-1, 1)
+    n, y = data["trials"].to_numpy(), data["successes"].to_numpy()
+    shape_a, total = alpha + y, alpha + beta + n
+    mean = shape_a / total
+    return {"theta": (mean, mean * (shape_a + 1) / (total + 1))}
+
+
 def group_log_likelihood(posterior, data):
     """log p(y_j | alpha, beta), theta_j integrated out, per draw and group: the likelihood of
     a left-out group, for leave-one-group-out cross-validation.

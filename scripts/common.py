@@ -136,9 +136,13 @@ def dimension_sizes(path: str | Path, group: str, rule_hint: str = "") -> dict:
 
 def thinning(draws: int, groups: int, *, max_values: int, min_draws: int) -> int:
     """Every how many draws of each chain a per-group summary reads: 1 (all) up to
-    max_values draws x groups, beyond an evenly spaced subset of at least min_draws."""
-    keep = max(min_draws, max_values // max(groups, 1))
-    return max(1, -(-draws // keep))
+    max_values draws x groups, beyond an evenly spaced subset of at least min_draws.
+
+    `draws` counts all chains together. Keeping every k-th draw of each chain keeps at
+    least draws / k of them, so k <= draws // min_draws guarantees the minimum whatever
+    the chains' lengths (rounding k up to fit max_values alone could keep half of it)."""
+    fits = -(-draws // max(max_values // max(groups, 1), 1))
+    return max(1, min(fits, draws // max(min_draws, 1)))
 
 
 def fitted_model(trace: str | Path) -> str:

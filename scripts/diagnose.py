@@ -54,7 +54,7 @@ def with_rao_blackwellised(trace, table):
     """The summary with the mean, sd and mcse_mean of a collapsed model's integrated-out
     group variables (theta) taken from the sample step's Rao-Blackwellised summaries: their
     conditional moments averaged over every draw of the sampler, not over the kept draws of
-    theta (intervals, ESS and R-hat stay those of the draws)."""
+    theta (intervals, ESS, R-hat and the MCSE of the sd stay those of the draws)."""
     import mcmc_stats
 
     if "rao_blackwellised" not in trace.children:

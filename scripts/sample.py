@@ -218,23 +218,34 @@ def rao_blackwellised(module, posterior, table, threads: int = 1):
             for name, moments in module.conditional_moments(block, table).items():
                 totals = sums.setdefault(name, [0.0, 0.0])
                 for k in (0, 1):
-                    totals[k] = totals[k] + np.asarray(moments[k], dtype=np.float64).sum(axis=0)
+                    totals[k] += np.asarray(moments[k], dtype=np.float64).sum(axis=0)
         return {name: (mean / (last - first), second / (last - first)) for name, (mean, second) in sums.items()}
 
     items = [(chain, int(first), int(last)) for chain in range(posterior.sizes["chain"])
              for first, last in pairwise(edges) if last > first]
+    weights = np.array([last - first for _, first, last in items], dtype=np.float64) / (posterior.sizes["chain"] * draws)
+    means, second = {}, {}
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        parts = list(pool.map(batch, items))
-    weights = np.array([last - first for _, first, last in items], dtype=np.float64)
+        # Each batch's means kept (for the error), its second moments summed as they come:
+        # memory of batches x groups, not twice that.
+        for index, part in enumerate(pool.map(batch, items)):
+            for name, (mean, raw) in part.items():
+                means.setdefault(name, np.empty((len(items), *mean.shape)))[index] = mean
+                second[name] = second.get(name, 0.0) + weights[index] * raw
     found = {}
-    for name in parts[0]:
-        means = np.stack([part[name][0] for part in parts])
-        mean = np.tensordot(weights, means, axes=1) / weights.sum()
-        second = sum(weight * part[name][1] for weight, part in zip(weights, parts, strict=True)) / weights.sum()
-        sd = np.sqrt(np.maximum(second - mean**2, 0.0))
-        # Batch means: the spread of the batches' means, over batches x (batches - 1).
-        count = len(items)
-        mcse = np.sqrt(((means - mean) ** 2).sum(axis=0) / (count * (count - 1))) if count > 1 else np.full_like(mean, np.nan)
+    count = len(items)
+    for name, batches in means.items():
+        mean = np.tensordot(weights, batches, axes=1)
+        sd = np.sqrt(np.maximum(second[name] - mean**2, 0.0))
+        # Batch means, weighted for batches of unequal length: the variance of the weighted
+        # mean of `count` batch means, sum_k w_k^2 (m_k - m)^2 x count / (count - 1).
+        if count > 1:
+            spread = np.zeros_like(mean)
+            for index in range(count):
+                spread += weights[index] ** 2 * (batches[index] - mean) ** 2
+            mcse = np.sqrt(spread * count / (count - 1))
+        else:
+            mcse = np.full_like(mean, np.nan)
         found[name] = np.stack([mean, sd, mcse])
     return found
 

@@ -58,6 +58,12 @@ def test_a_trace_over_its_store_values_keeps_every_kth_draw_as_float32_bitwise(s
     # ... but never fewer than store_min_draws draws: 400 draws, at least 200 kept.
     assert sample.kept_every({**small, "store_values": 4, "store_min_draws": 200}, 4) == 2
     assert sample.kept_every({**small, "store_values": 400, "store_min_draws": 400}, 4) == 1
+    # The floor holds when the chains' lengths do not divide: one chain of 204 draws at a
+    # million groups keeps at least 200 (every 1st), four of 1,010 at least 200 (every 20th).
+    for chains, draws in ((1, 204), (4, 1010), (4, 60), (3, 777)):
+        sampling = {**small, "chains": chains, "draws": draws, "store_values": 20_000_000, "store_min_draws": 200}
+        every = sample.kept_every(sampling, 10**6)
+        assert chains * len(range(0, draws, every)) >= min(200, chains * draws), (chains, draws, every)
 
     def run(name, model, store_values=None):
         path = tmp_path / f"{name}.nc"
@@ -131,3 +137,40 @@ def test_the_collapsed_draws_are_the_same_whatever_the_threads(monkeypatch):
     np.testing.assert_array_equal(threaded, whole)
     single = module.complete(posterior, table, np.random.default_rng(5), dtype=np.float32, threads=2)["theta"]
     np.testing.assert_array_equal(single, whole.astype(np.float32))
+
+
+def test_rao_blackwellised_summaries_with_batches_of_unequal_length_and_on_threads():
+    """Chains whose draws do not divide into RB_BATCHES batches: the mean and sd are still
+    those of every draw, the error that of the weighted batch means, and two threads give
+    the same numbers as one; a single draw gives no error (NaN), not a false zero."""
+    from itertools import pairwise
+
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    from common import load_module
+
+    module = load_module(ROOT / "scripts" / "models" / "hierarchical.py")
+    rng = np.random.default_rng(8)
+    table = pd.DataFrame({"trials": rng.integers(1, 30, 7)})
+    table["successes"] = rng.binomial(table["trials"], 0.6)
+    posterior = xr.Dataset({"alpha": (("chain", "draw"), rng.gamma(5, size=(2, 23))),
+                            "beta": (("chain", "draw"), rng.gamma(2, size=(2, 23)))})
+    found = sample.rao_blackwellised(module, posterior, table)["theta"]
+    alpha, beta = posterior["alpha"].values[..., None], posterior["beta"].values[..., None]
+    n, y = table["trials"].to_numpy(), table["successes"].to_numpy()
+    mean = (alpha + y) / (alpha + beta + n)
+    second = mean * (alpha + y + 1) / (alpha + beta + n + 1)
+    np.testing.assert_allclose(found[0], mean.mean(axis=(0, 1)), rtol=1e-12)
+    np.testing.assert_allclose(found[1], np.sqrt(second.mean(axis=(0, 1)) - mean.mean(axis=(0, 1)) ** 2), rtol=1e-9)
+    edges = np.linspace(0, 23, sample.RB_BATCHES + 1).round().astype(int)
+    batches = [mean[c, a:b].mean(axis=0) for c in range(2) for a, b in pairwise(edges)]
+    weights = np.array([b - a for _ in range(2) for a, b in pairwise(edges)]) / 46
+    assert len(set(weights)) > 1  # the batches are of unequal length
+    spread = sum(w**2 * (m - mean.mean(axis=(0, 1))) ** 2 for w, m in zip(weights, batches, strict=True))
+    np.testing.assert_allclose(found[2], np.sqrt(spread * 20 / 19), rtol=1e-9)
+    np.testing.assert_array_equal(sample.rao_blackwellised(module, posterior, table, threads=2)["theta"], found)
+    single = sample.rao_blackwellised(module, posterior.isel(chain=[0], draw=[0]), table)["theta"]
+    np.testing.assert_allclose(single[0], mean[0, 0], rtol=1e-12)
+    assert np.isnan(single[2]).all()

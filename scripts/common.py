@@ -145,6 +145,17 @@ def thinning(draws: int, groups: int, *, max_values: int, min_draws: int) -> int
     return max(1, min(fits, draws // max(min_draws, 1)))
 
 
+def read_thinned_posterior(trace: str | Path, names: list[str] | None, groups: int, *, max_values: int | None,
+                           min_draws: int):
+    """The posterior's `names` (None: all) at every k-th draw of each chain, k from
+    `thinning` (1 with no `max_values`), only those draws read: (Dataset, k)."""
+    every = 1
+    if max_values is not None:
+        sizes = dimension_sizes(trace, "posterior", rule_hint="sample")
+        every = thinning(sizes["chain"] * sizes["draw"], groups, max_values=max_values, min_draws=min_draws)
+    return read_variables(trace, "posterior", names, rule_hint="sample", select={"draw": slice(None, None, every)}), every
+
+
 def fitted_model(trace: str | Path) -> str:
     """The name of the model a trace was sampled from (its provenance), read without its variables."""
     return read_variables(trace, "/", [], rule_hint="sample").attrs.get("pipeline_model", "")

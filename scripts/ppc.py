@@ -12,12 +12,11 @@ import numpy as np
 
 from common import (
     atomic_path,
-    dimension_sizes,
     fitted_model,
     load_module,
     read_prepared,
+    read_thinned_posterior,
     read_variables,
-    thinning,
     write_datatree,
 )
 from shapes import SHAPES, shape_of
@@ -132,10 +131,7 @@ def main(data: str, model_file: str, trace: str, replicated: str, pvalues: str, 
     # thousand draws give the same p-values to their Monte Carlo error in a quarter of the
     # time. Only those draws are read. The posterior and the observed data only: the
     # trace's log-likelihood is not needed here.
-    sizes = dimension_sizes(trace, "posterior", rule_hint="sample")
-    every = 1 if max_values is None else thinning(sizes["chain"] * sizes["draw"], len(table), max_values=max_values,
-                                                  min_draws=min_draws)
-    posterior = read_variables(trace, "posterior", rule_hint="sample", select={"draw": slice(None, None, every)})
+    posterior, every = read_thinned_posterior(trace, None, len(table), max_values=max_values, min_draws=min_draws)
     observed = read_variables(trace, "observed_data", rule_hint="sample")
     fitted = fitted_model(trace)
     model = load_module(model_file).build(table)

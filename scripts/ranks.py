@@ -25,7 +25,7 @@ least `min_draws`) are read and ranked, which keeps the cost to seconds.
 
 import numpy as np
 
-from common import atomic_path, dimension_sizes, read_prepared, read_variables, thinning
+from common import atomic_path, read_prepared, read_thinned_posterior
 
 # Values (draws x groups) ranked at a time.
 BLOCK_VALUES = 10_000_000
@@ -145,10 +145,8 @@ def main(data: str, trace: str, ranks: str, exceedance: str, *, ci_prob: float, 
          benchmarks: list[float], max_values: int, min_draws: int, seed: int = 0) -> None:
     table = read_prepared(data)
     labels = table["group"].tolist()
-    sizes = dimension_sizes(trace, "posterior", rule_hint="sample")
-    step = thinning(sizes["chain"] * sizes["draw"], len(labels), max_values=max_values, min_draws=min_draws)
     # Only the draws used are read: at 10,000 groups, 2,000 of 20,000 (160 MB, not 1.6 GB).
-    theta = read_variables(trace, "posterior", ["theta"], rule_hint="sample", select={"draw": slice(None, None, step)})["theta"]
+    theta = read_thinned_posterior(trace, ["theta"], len(labels), max_values=max_values, min_draws=min_draws)[0]["theta"]
     if "group" in theta.dims:
         theta = theta.transpose("chain", "draw", "group")
     draws = as_draws(theta.values, len(labels))

@@ -10,7 +10,7 @@ from scipy import stats
 import exact
 import mcmc_stats
 import ranks
-from common import read_prepared, read_variables
+from common import read_prepared, read_variables, thinning
 
 Z = 4.0
 GROUPS = ["Falcon 1", "Falcon 9", "Falcon Heavy", "Starship"]
@@ -122,9 +122,9 @@ def test_many_groups_use_an_evenly_spaced_subset_of_draws_and_say_so(tmp_path):
 
     from common import write_datatree
 
-    assert ranks.thinning(20_000, 10_000, max_values=20_000_000, min_draws=1000) == 10
-    assert ranks.thinning(20_000, 4, max_values=20_000_000, min_draws=1000) == 1
-    assert ranks.thinning(20_000, 10**6, max_values=20_000_000, min_draws=1000) == 20
+    assert thinning(20_000, 10_000, max_values=20_000_000, min_draws=1000) == 10
+    assert thinning(20_000, 4, max_values=20_000_000, min_draws=1000) == 1
+    assert thinning(20_000, 10**6, max_values=20_000_000, min_draws=1000) == 20
     groups = [f"g{i}" for i in range(3000)]
     theta = np.random.default_rng(2).random((2, 1000, len(groups)))
     trace = tmp_path / "trace.nc"

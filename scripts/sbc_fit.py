@@ -10,7 +10,9 @@ with, per parameter, a chi-square test of uniformity over `bins` equal bins.
 Every simulation has the same design, so with nutpie the model is compiled once and each
 simulation's observed values are swapped into it (`with_data`): the article's model with
 its observed variables made shared variables (`pm.observe`), or the collapsed model's
-data containers. SBC checks the method that `sample` uses, collapsed or NUTS.
+data containers, whose shapes depend on the design only (`collapsed_data(table,
+swappable=True)`). The draws are bitwise those of a model compiled for that simulation
+alone (tests/test_sbc.py). SBC checks the method that `sample` uses, collapsed or NUTS.
 """
 
 import logging
@@ -66,11 +68,12 @@ class Fitter:
                        for rv in article.observed_RVs}
             model = pm.observe(article, swapped)
         self.compiled = nutpie.compile_pymc_model(model)
+        self.compiles = 1
         self.shapes = {key: value.shape for key, value in self.data_of(table).items()}
 
     def data_of(self, table) -> dict:
         if self.method == "collapsed":
-            return self.module.collapsed_data(table)
+            return self.module.collapsed_data(table, swappable=True)
         observed = SHAPES[shape_of(table)].observed
         return {f"simulated_{name}": table[column].to_numpy() for name, column in observed.items()}
 
@@ -84,8 +87,9 @@ class Fitter:
             data = self.data_of(table)
             if {key: value.shape for key, value in data.items()} == self.shapes:
                 compiled = self.compiled.with_data(**data)
-            else:  # another shape (the collapsed model's distinct pairs): compile anew
+            else:  # a model file whose data's shapes follow the values: compile anew
                 compiled = nutpie.compile_pymc_model(self.module.build_collapsed(table, swappable=True))
+                self.compiles += 1
             trace = nutpie.sample(compiled, draws=self.sampling["draws"], tune=self.sampling["tune"],
                                   chains=self.sampling["chains"], cores=1, seed=seed, progress_bar=False, **options)
         else:
@@ -148,6 +152,8 @@ def main(data: str, model_file: str, ranks: str, uniformity: str, *, settings: d
         this = {name: values[index] for name, values in simulated.items()}
         rows.append(ranks_of_one(fitter, table, truth, this, names=names, seed=seed + 1 + index, thin=sbc["thin"]))
         log.info("simulation %d of %d fitted", index + 1, sbc["simulations"])
+    if sampler == "nutpie":
+        log.info("model compiled %d time(s) for %d simulations", fitter.compiles, sbc["simulations"])
     table_of_ranks = pd.DataFrame(rows)
     max_rank = len(range(0, sbc["draws"], sbc["thin"])) * sbc["chains"]
     result = uniformity_test(table_of_ranks, max_rank, sbc["bins"])

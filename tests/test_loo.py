@@ -58,13 +58,21 @@ def test_both_marginal_forms_agree_on_the_same_data(monkeypatch):
     assert marginal(hierarchical, 2.0, 0.7, trials, successes) == pytest.approx(histogram, rel=1e-12)
 
 
-def test_histogram_shapes_do_not_depend_on_the_successes():
-    """What lets one compiled model take another simulated data set of the same design."""
+@pytest.mark.parametrize("trials,successes,form", [
+    ([5, 30, 9], ([2, 30, 9], [0, 3, 1]), "successes_above"),
+    # Pairs: two equal groups are one distinct pair in one data set, two in the other.
+    ([300, 300, 9], ([2, 2, 9], [0, 3, 1]), "pair_weight"),
+])
+def test_swappable_shapes_do_not_depend_on_the_successes(trials, successes, form):
+    """What lets one compiled model take another simulated data set of the same design
+    (simulation-based calibration); the sum is unchanged."""
     hierarchical = model("hierarchical")
-    trials = np.array([5, 304, 9])
-    one = hierarchical.collapsed_data(table_of(trials, [2, 301, 9]))
-    other = hierarchical.collapsed_data(table_of(trials, [0, 3, 1]))
-    assert {k: v.shape for k, v in one.items()} == {k: v.shape for k, v in other.items()}
+    one, other = (hierarchical.collapsed_data(table_of(np.array(trials), s), swappable=True) for s in successes)
+    assert form in one and {k: v.shape for k, v in one.items()} == {k: v.shape for k, v in other.items()}
+    for s in successes:
+        table = table_of(np.array(trials), np.array(s))
+        swapped = hierarchical.betabinomial_loglik(2.0, 0.7, hierarchical.collapsed_data(table, swappable=True)).eval()
+        assert swapped == pytest.approx(marginal(hierarchical, 2.0, 0.7, np.array(trials), np.array(s)), rel=1e-12)
 
 
 @pytest.mark.parametrize("scale", [1, 100_000])

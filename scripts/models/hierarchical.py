@@ -62,24 +62,32 @@ def build_collapsed(data, swappable: bool = False):
         alpha = pm.HalfNormal("alpha", sigma=10)
         beta = pm.HalfNormal("beta", sigma=10)
         counts = {name: pm.Data(name, values) if swappable else pt.constant(values)
-                  for name, values in collapsed_data(data).items()}
+                  for name, values in collapsed_data(data, swappable).items()}
         pm.Potential("y_marginal", betabinomial_loglik(alpha, beta, counts))
     return model
 
 
-def collapsed_data(data):
+def collapsed_data(data, swappable: bool = False):
     """What the marginal likelihood needs of the data, in one of two forms (see
-    `betabinomial_loglik`); shapes depend on the trials only, not on the successes."""
+    `betabinomial_loglik`).
+
+    With `swappable`, the form and the shapes depend on the design (the trials) only, never
+    on the successes, so that one compiled model takes every data set simulated for that
+    design: the pairs are then each group's own (weight 1) rather than the distinct ones.
+    The sum is the same either way."""
     trials = data["trials"].to_numpy().astype("int64")
     successes = data["successes"].to_numpy().astype("int64")
-    if histogram_is_cheaper(trials, successes):
+    if histogram_is_cheaper(trials, None if swappable else successes):
         length = int(trials.max())
         return {
             "successes_above": counts_above(successes, length),
             "failures_above": counts_above(trials - successes, length),
             "trials_above": counts_above(trials, length),
         }
-    pairs, weight = np.unique(np.stack([trials, successes]), axis=1, return_counts=True)
+    if swappable:
+        pairs, weight = np.stack([trials, successes]), np.ones(len(trials), dtype="int64")
+    else:
+        pairs, weight = np.unique(np.stack([trials, successes]), axis=1, return_counts=True)
     return {
         "pair_trials": pairs[0].astype("float64"),
         "pair_successes": pairs[1].astype("float64"),
@@ -265,7 +273,8 @@ def counts_above(values, length):
     return (len(values) - np.cumsum(histogram))[:-1].astype("float64")
 
 
-def histogram_is_cheaper(trials, successes) -> bool:
-    # Three logs per count value, against six lgammas (about five logs each) per pair.
-    distinct = np.unique(np.stack([trials, successes]), axis=1).shape[1]
+def histogram_is_cheaper(trials, successes=None) -> bool:
+    """Three logs per count value, against six lgammas (about five logs each) per pair;
+    without the successes, every group counts as a pair of its own."""
+    distinct = len(trials) if successes is None else np.unique(np.stack([trials, successes]), axis=1).shape[1]
     return 3 * int(np.max(trials)) <= 30 * distinct

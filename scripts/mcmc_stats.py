@@ -60,11 +60,23 @@ def ess_basic(x):
     """Effective sample size of (P, C, D) chains: Geyer's initial positive and initial
     monotone sequences over the autocorrelations, as arviz-stats' `_ess`.
 
-    Well-mixed chains need a handful of lags before the sequence stops, so those are
-    computed one by one (`_ess_short`, compiled by Numba); a parameter that needs more
-    than LAGS of them gets all lags at once by FFT (`ess_fft`), as ArviZ does.
+    Few values: every lag at once by FFT (`ess_fft`, milliseconds). Many: lag by lag
+    (`ess_lag_by_lag`), compiled by Numba, whose compiled code costs a fresh clone ~3 s
+    and every later process 0.2 s to load: worth it only where it saves more.
     """
     x = np.ascontiguousarray(x, dtype=float)
+    return ess_fft(x) if x.size <= FFT_VALUES else ess_lag_by_lag(x)
+
+
+# Up to this many values (parameters x chains x draws) `ess_fft` takes less than loading
+# the compiled kernel (0.2 s) would: ~10 ms for 120,000 values, ~50 ms for a million.
+FFT_VALUES = 1_000_000
+
+
+def ess_lag_by_lag(x):
+    """ess_basic for many values. Well-mixed chains need a handful of lags before the
+    sequence stops, so those are computed one by one (`_ess_short`); a parameter that
+    needs more than LAGS of them gets all lags at once by FFT, as ArviZ does."""
     ess = _ess_short(x, LAGS)
     longer = np.isinf(ess)
     if longer.any():

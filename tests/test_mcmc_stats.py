@@ -31,15 +31,28 @@ def posterior(chains, draws, seed=1):
     )
 
 
+@pytest.mark.parametrize("fft_values", [mcmc_stats.FFT_VALUES, 0], ids=["by FFT", "lag by lag"])
 @pytest.mark.parametrize("chains,draws", [(4, 1000), (4, 257), (2, 100), (1, 400)])
-def test_summary_equals_arviz(chains, draws):
+def test_summary_equals_arviz(chains, draws, fft_values, monkeypatch):
     import arviz as az
 
+    monkeypatch.setattr(mcmc_stats, "FFT_VALUES", fft_values)
     draws_ = posterior(chains, draws)
     expected = az.summary(xr.DataTree.from_dict({"/posterior": draws_}), ci_prob=0.94, round_to="none")
     got = mcmc_stats.summary(draws_, 0.94)
     assert list(got.index) == list(expected.index) and list(got.columns) == list(expected.columns)
     np.testing.assert_allclose(got.to_numpy(dtype=float), expected.to_numpy(dtype=float), rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+def test_few_values_take_the_fft_and_many_the_compiled_kernel(monkeypatch):
+    calls = []
+    monkeypatch.setattr(mcmc_stats, "_ess_short", lambda x, lags: calls.append(x.size) or np.full(len(x), 1.0))
+    small = np.random.default_rng(2).normal(size=(3, 4, 100))
+    mcmc_stats.ess_basic(small)
+    assert calls == []
+    monkeypatch.setattr(mcmc_stats, "FFT_VALUES", small.size - 1)
+    mcmc_stats.ess_basic(small)
+    assert calls == [small.size]
 
 
 def test_threads_and_blocks_change_nothing(monkeypatch):
@@ -55,7 +68,7 @@ def test_short_and_fft_autocorrelations_agree():
     independent = rng.normal(size=(200, 4, 500))
     walks = np.cumsum(rng.normal(size=(20, 4, 500)), axis=-1)  # needs more than LAGS lags
     for x in (independent, walks):
-        np.testing.assert_allclose(mcmc_stats.ess_basic(x), mcmc_stats.ess_fft(x), rtol=1e-10)
+        np.testing.assert_allclose(mcmc_stats.ess_lag_by_lag(x), mcmc_stats.ess_fft(x), rtol=1e-10)
 
 
 def test_relative_ess_equals_arviz_r_eff():

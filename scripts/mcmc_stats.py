@@ -56,21 +56,31 @@ def rhat_basic(x):
     return np.sqrt((between / within + draws - 1) / draws)
 
 
-def ess_basic(x):
+def ess_basic(x, by_fft: bool | None = None):
     """Effective sample size of (P, C, D) chains: Geyer's initial positive and initial
     monotone sequences over the autocorrelations, as arviz-stats' `_ess`.
 
     Few values: every lag at once by FFT (`ess_fft`, milliseconds). Many: lag by lag
     (`ess_lag_by_lag`), compiled by Numba, whose compiled code costs a fresh clone ~3 s
-    and every later process 0.2 s to load: worth it only where it saves more.
+    and every later process 0.2 s to load: worth it only where it saves more. `by_fft`
+    says which, for a caller that computes many blocks (`by_fft_for`); by default, x's own
+    size decides.
     """
     x = np.ascontiguousarray(x, dtype=float)
-    return ess_fft(x) if x.size <= FFT_VALUES else ess_lag_by_lag(x)
+    if by_fft is None:
+        by_fft = by_fft_for(x.size)
+    return ess_fft(x) if by_fft else ess_lag_by_lag(x)
 
 
-# Up to this many values (parameters x chains x draws) `ess_fft` takes less than loading
-# the compiled kernel (0.2 s) would: ~10 ms for 120,000 values, ~50 ms for a million.
+# Up to this many values (parameters x chains x draws, over every block of a step)
+# `ess_fft` takes less than loading the compiled kernel (0.2 s) would: ~10 ms for
+# SpaceX's 120,000 values, ~50 ms for a million; beyond, the kernel is several times
+# quicker (a million groups' 200 draws: 82 s of diagnostics by FFT).
 FFT_VALUES = 1_000_000
+
+
+def by_fft_for(values: int) -> bool:
+    return values <= FFT_VALUES
 
 
 def ess_lag_by_lag(x):
@@ -211,13 +221,14 @@ def ess_fft(x):
     return np.where(np.isnan(rho).any(axis=1) & ~constant, np.nan, ess)
 
 
-def ess_below(x, threshold):
+def ess_below(x, threshold, by_fft: bool | None = None):
     """ESS of the indicator x <= threshold (one threshold per parameter), split chains."""
-    return ess_basic(split_chains((x <= threshold[:, None, None]).astype(float)))
+    return ess_basic(split_chains((x <= threshold[:, None, None]).astype(float)), by_fft)
 
 
-def diagnostics(x, ci_prob: float) -> dict:
-    """Summary columns for a block of parameters, x of shape (P, chains, draws)."""
+def diagnostics(x, ci_prob: float, by_fft: bool | None = None) -> dict:
+    """Summary columns for a block of parameters, x of shape (P, chains, draws); `by_fft`
+    as in `ess_basic`."""
     from arviz_base import rcParams
 
     # Tail ESS as ArviZ 1.x: the smaller ESS of the quantiles 1 - p and p, p its default
@@ -237,17 +248,17 @@ def diagnostics(x, ci_prob: float) -> dict:
     centred = flat - flat.mean(axis=1, keepdims=True)
     squares = centred**2
     variance = squares.mean(axis=1)
-    varvar = ((squares**2).mean(axis=1) - variance**2) / ess_basic(split_chains(squares.reshape(x.shape)))
+    varvar = ((squares**2).mean(axis=1) - variance**2) / ess_basic(split_chains(squares.reshape(x.shape)), by_fft)
     ci = int(ci_prob * 100)
     return {
         "mean": flat.mean(axis=1),
         "sd": sd,
         f"eti{ci}_lb": low,
         f"eti{ci}_ub": high,
-        "ess_bulk": ess_basic(z_split),
-        "ess_tail": np.minimum(ess_below(x, tail_low), ess_below(x, tail_high)),
+        "ess_bulk": ess_basic(z_split, by_fft),
+        "ess_tail": np.minimum(ess_below(x, tail_low, by_fft), ess_below(x, tail_high, by_fft)),
         "r_hat": rhat,
-        "mcse_mean": sd / np.sqrt(ess_basic(split)),
+        "mcse_mean": sd / np.sqrt(ess_basic(split, by_fft)),
         "mcse_sd": np.sqrt(varvar / variance / 4),
     }
 
@@ -278,10 +289,12 @@ def summary(posterior, ci_prob: float, threads: int = 1):
     for block in blocks:
         step = max(1, CHUNK // (block.shape[0] * block.shape[1]))
         items += [(block, start, start + step) for start in range(0, block.shape[2], step)]
+    # One choice for the whole table, so that each value is computed the same way whatever the blocks.
+    by_fft = by_fft_for(sum(block.size for block in blocks))
 
     def compute(item):
         block, start, stop = item
-        return diagnostics(np.ascontiguousarray(np.moveaxis(block[..., start:stop], -1, 0)), ci_prob)
+        return diagnostics(np.ascontiguousarray(np.moveaxis(block[..., start:stop], -1, 0)), ci_prob, by_fft)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         parts = list(pool.map(compute, items))
@@ -301,10 +314,11 @@ def relative_ess(posterior, threads: int = 1) -> float:
         blocks.append(array.reshape(array.shape[0], array.shape[1], -1))
     items = [(b, s, s + max(1, CHUNK // (b.shape[0] * b.shape[1]))) for b in blocks
              for s in range(0, b.shape[2], max(1, CHUNK // (b.shape[0] * b.shape[1])))]
+    by_fft = by_fft_for(sum(block.size for block in blocks))
 
     def compute(item):
         block, start, stop = item
-        return ess_basic(split_chains(np.ascontiguousarray(np.moveaxis(block[..., start:stop], -1, 0))))
+        return ess_basic(split_chains(np.ascontiguousarray(np.moveaxis(block[..., start:stop], -1, 0))), by_fft)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         ess = np.concatenate(list(pool.map(compute, items)))

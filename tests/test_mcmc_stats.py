@@ -45,6 +45,8 @@ def test_summary_equals_arviz(chains, draws, fft_values, monkeypatch):
 
 
 def test_few_values_take_the_fft_and_many_the_compiled_kernel(monkeypatch):
+    """Decided once for a whole table from its total number of values, not block by block
+    (blocks are small: a million groups would all go by FFT)."""
     calls = []
     monkeypatch.setattr(mcmc_stats, "_ess_short", lambda x, lags: calls.append(x.size) or np.full(len(x), 1.0))
     small = np.random.default_rng(2).normal(size=(3, 4, 100))
@@ -53,6 +55,18 @@ def test_few_values_take_the_fft_and_many_the_compiled_kernel(monkeypatch):
     monkeypatch.setattr(mcmc_stats, "FFT_VALUES", small.size - 1)
     mcmc_stats.ess_basic(small)
     assert calls == [small.size]
+    calls.clear()
+    draws_ = posterior(4, 300)
+    total = sum(values.size for values in draws_.data_vars.values())
+    monkeypatch.setattr(mcmc_stats, "CHUNK", 1)  # blocks far below the threshold
+    monkeypatch.setattr(mcmc_stats, "FFT_VALUES", total - 1)
+    mcmc_stats.summary(draws_, 0.9)
+    assert len(calls) > len(draws_.data_vars)  # every block went lag by lag
+    calls.clear()
+    monkeypatch.setattr(mcmc_stats, "FFT_VALUES", total)
+    mcmc_stats.summary(draws_, 0.9)
+    mcmc_stats.relative_ess(draws_)
+    assert calls == []
 
 
 def test_threads_and_blocks_change_nothing(monkeypatch):

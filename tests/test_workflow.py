@@ -156,3 +156,7 @@ def test_the_worker_starts_while_the_dag_is_built_and_not_for_a_run_with_nothing
     assert not any("step worker" in line for line in run())  # nothing to do: nothing started
     rerun = run("--forcerun", "plot_trace")
     assert "step worker: started as the jobs start" in rerun and "step worker: started while Snakemake builds its DAG" not in rerun
+    # Snakemake's last rescheduling timer is found and stopped (the process exits without waiting for it).
+    for stderr in (cold, rerun):
+        stopped = [line for line in stderr if "rescheduling timer(s) of Snakemake stopped" in line]
+        assert len(stopped) == 1 and int(stopped[0].split()[1]) >= 1, stopped

@@ -173,6 +173,31 @@ def _start_worker_early():
         worker.start("while Snakemake builds its DAG")
 
 
+def stop_rescheduling_timers():
+    """Let Snakemake exit as soon as its run is over, not up to a second later.
+
+    After each round of scheduling, Snakemake's job scheduler starts a `threading.Timer`
+    (the timespan of `--max-jobs-per-timespan`, 1 s at its finest) to schedule again; the
+    timer is not a daemon thread, so the process waits for the last one before it exits.
+    Called from `onsuccess` and `onerror`, when nothing is left to schedule, this cancels
+    those timers (found by the function Snakemake gives them, so nothing else is touched;
+    if a Snakemake names it otherwise, none is found and the run ends as before). Says how
+    many with PIPELINE_WORKER_VERBOSE set (tests/test_workflow.py checks it finds them).
+    """
+    import threading
+
+    stopped = 0
+    for thread in threading.enumerate():
+        function = getattr(thread, "function", None)
+        if isinstance(thread, threading.Timer) and "JobScheduler._schedule_reevalutation" in getattr(
+            function, "__qualname__", ""
+        ):
+            thread.cancel()
+            stopped += 1
+    if os.environ.get("PIPELINE_WORKER_VERBOSE"):
+        print(f"pipeline: {stopped} rescheduling timer(s) of Snakemake stopped at the end of the run", file=sys.stderr)
+
+
 def _plain(value):
     """Snakemake's file and list types as JSON's plain ones."""
     if isinstance(value, str):

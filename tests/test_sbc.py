@@ -42,22 +42,27 @@ def test_uniformity_table(calibrated):
     assert (tests["simulations"] == SMALL["simulations"]).all()
 
 
+@pytest.mark.parametrize("trials,form", [([10, 10, 40, 25], "successes_above"), ([300, 300, 9, 40], "pair_weight")],
+                         ids=["histogram", "pairs"])
 @pytest.mark.parametrize("model", ["hierarchical", "hierarchical_logit"])
-def test_compiled_once_draws_are_bitwise_those_of_a_fresh_compile(model):
+def test_compiled_once_draws_are_bitwise_those_of_a_fresh_compile(model, trials, form):
     """Each simulation's data swapped into the model compiled for the design: not one drawn
     value differs from a model compiled for that simulation alone, and the model is
     compiled once, though two groups of equal trials have equal successes in one
-    simulation and not in the other (the collapsed model's distinct pairs)."""
+    simulation and not in the other (the collapsed model's distinct pairs), in either of
+    the collapsed model's forms of its data."""
     import sample
     from common import load_module
 
-    table = pd.DataFrame({"group": ["a", "b", "c", "d"], "trials": [10, 10, 40, 25], "successes": [3, 4, 30, 20]})
+    table = pd.DataFrame({"group": ["a", "b", "c", "d"], "trials": trials, "successes": [3, 4, 7, 20]})
     module = load_module(ROOT / "scripts" / "models" / f"{model}.py")
     method = sample.method_of(module, {}, f"{model}.py")
     sampling = {"draws": 50, "tune": 50, "chains": 2}
     options = {"method": method, "sampler": "nutpie", "sampling": sampling, "target_accept": 0.9}
     fitter = sbc.Fitter(module, table, **options)
-    for index, successes in enumerate([[3, 3, 30, 20], [0, 10, 1, 25]]):
+    if method == "collapsed":
+        assert form in fitter.shapes
+    for index, successes in enumerate([[3, 3, 7, 20], [0, 10, 1, 25]]):
         data = table.assign(successes=successes)
         reused = fitter.posterior(data, seed=5 + index)
         fresh = sbc.Fitter(module, data, **options).posterior(data, seed=5 + index)

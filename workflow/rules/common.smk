@@ -176,21 +176,28 @@ def _start_worker_early():
 def stop_rescheduling_timers():
     """Let Snakemake exit as soon as its run is over, not up to a second later.
 
-    After each round of scheduling, Snakemake's job scheduler starts a `threading.Timer`
-    (the timespan of `--max-jobs-per-timespan`, 1 s at its finest) to schedule again; the
+    After a round of scheduling, Snakemake's job scheduler may start a `threading.Timer`
+    (the timespan of `--max-jobs-per-timespan`, 1 s by default) to schedule again; the
     timer is not a daemon thread, so the process waits for the last one before it exits.
-    Called from `onsuccess` and `onerror`, when nothing is left to schedule, this cancels
-    those timers (found by the function Snakemake gives them, so nothing else is touched;
-    if a Snakemake names it otherwise, none is found and the run ends as before). Says how
-    many with PIPELINE_WORKER_VERBOSE set (tests/test_workflow.py checks it finds them).
+    Called from `onsuccess` and `onerror`, after this run's scheduler has returned, this
+    cancels the timers of that scheduler only (found by the function Snakemake gives them
+    and the scheduler it holds; another workflow run in the same process keeps its own).
+    If a Snakemake makes them otherwise, none is found and the run ends as before. Says
+    how many with PIPELINE_WORKER_VERBOSE set (tests/test_workflow.py checks it finds them).
     """
     import threading
 
+    scheduler = getattr(workflow, "scheduler", None)
     stopped = 0
     for thread in threading.enumerate():
         function = getattr(thread, "function", None)
-        if isinstance(thread, threading.Timer) and "JobScheduler._schedule_reevalutation" in getattr(
-            function, "__qualname__", ""
+        if not (
+            isinstance(thread, threading.Timer)
+            and "JobScheduler._schedule_reevalutation" in getattr(function, "__qualname__", "")
+        ):
+            continue
+        if scheduler is not None and any(
+            cell.cell_contents is scheduler for cell in (getattr(function, "__closure__", None) or ())
         ):
             thread.cancel()
             stopped += 1

@@ -272,10 +272,30 @@ def parameter_labels(name: str, values, dims) -> list[str]:
             for index in np.ndindex(*(values.sizes[dim] for dim in dims))]
 
 
-def summary(posterior, ci_prob: float, threads: int = 1):
-    """az.summary's table for every variable of a posterior Dataset (chain, draw, ...)."""
+def _over_blocks(blocks, function, threads: int) -> list:
+    """`function(x, by_fft)` for each block of at most CHUNK values of the (chain, draw,
+    parameters) arrays `blocks`, in order, on `threads` threads. Each x is made contiguous
+    with its parameters first, so that every pass over it reads memory in order; `by_fft`
+    is chosen once for all of them (`by_fft_for`), so each value is computed the same way
+    whatever the blocks."""
     from concurrent.futures import ThreadPoolExecutor
 
+    items = []
+    for block in blocks:
+        step = max(1, CHUNK // (block.shape[0] * block.shape[1]))
+        items += [(block, start, start + step) for start in range(0, block.shape[2], step)]
+    by_fft = by_fft_for(sum(block.size for block in blocks))
+
+    def compute(item):
+        block, start, stop = item
+        return function(np.ascontiguousarray(np.moveaxis(block[..., start:stop], -1, 0)), by_fft)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return list(pool.map(compute, items))
+
+
+def summary(posterior, ci_prob: float, threads: int = 1):
+    """az.summary's table for every variable of a posterior Dataset (chain, draw, ...)."""
     import pandas as pd
 
     names, blocks = [], []
@@ -283,21 +303,7 @@ def summary(posterior, ci_prob: float, threads: int = 1):
         array = values.transpose("chain", "draw", ...)
         names += parameter_labels(name, array, array.dims[2:])
         blocks.append(np.asarray(array.values, dtype=float).reshape(array.shape[0], array.shape[1], -1))
-    # Work items: (block, first parameter, last parameter), each made contiguous (parameters
-    # first) when it is computed, so that every pass over it reads memory in order.
-    items = []
-    for block in blocks:
-        step = max(1, CHUNK // (block.shape[0] * block.shape[1]))
-        items += [(block, start, start + step) for start in range(0, block.shape[2], step)]
-    # One choice for the whole table, so that each value is computed the same way whatever the blocks.
-    by_fft = by_fft_for(sum(block.size for block in blocks))
-
-    def compute(item):
-        block, start, stop = item
-        return diagnostics(np.ascontiguousarray(np.moveaxis(block[..., start:stop], -1, 0)), ci_prob, by_fft)
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        parts = list(pool.map(compute, items))
+    parts = _over_blocks(blocks, lambda x, by_fft: diagnostics(x, ci_prob, by_fft), threads)
     table = pd.DataFrame({column: np.concatenate([part[column] for part in parts]) for column in parts[0]}, index=names)
     table.index.name = "parameter"
     return table
@@ -306,21 +312,10 @@ def summary(posterior, ci_prob: float, threads: int = 1):
 def relative_ess(posterior, threads: int = 1) -> float:
     """ArviZ's r_eff for PSIS-LOO: the mean over every posterior value of its ESS for the
     mean (split chains), divided by the number of draws."""
-    from concurrent.futures import ThreadPoolExecutor
-
     blocks = []
     for values in posterior.data_vars.values():
         array = np.asarray(values.transpose("chain", "draw", ...).values, dtype=float)
         blocks.append(array.reshape(array.shape[0], array.shape[1], -1))
-    items = [(b, s, s + max(1, CHUNK // (b.shape[0] * b.shape[1]))) for b in blocks
-             for s in range(0, b.shape[2], max(1, CHUNK // (b.shape[0] * b.shape[1])))]
-    by_fft = by_fft_for(sum(block.size for block in blocks))
-
-    def compute(item):
-        block, start, stop = item
-        return ess_basic(split_chains(np.ascontiguousarray(np.moveaxis(block[..., start:stop], -1, 0))), by_fft)
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        ess = np.concatenate(list(pool.map(compute, items)))
+    ess = np.concatenate(_over_blocks(blocks, lambda x, by_fft: ess_basic(split_chains(x), by_fft), threads))
     n_samples = blocks[0].shape[0] * blocks[0].shape[1]
     return float(ess.mean() / n_samples) if blocks[0].shape[0] > 1 else 1.0

@@ -8,7 +8,7 @@ CORES ?= all
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint provenance lock clean bench report
+.PHONY: setup run test test-fast lint provenance lock clean bench report worker-status worker-stop
 
 setup: $(STAMP)
 	@tools/ensure-dot.sh
@@ -55,6 +55,13 @@ lock:
 	.lock-venv/bin/python -m pip freeze > .lock-venv/freeze.txt
 	.lock-venv/bin/python tools/lock.py .lock-venv/freeze.txt
 	rm -rf .lock-venv
+
+# The step worker that outlives a run (worker.idle_minutes): see it, stop it.
+worker-status: setup
+	$(BIN)/python scripts/runtime status
+
+worker-stop: setup
+	$(BIN)/python scripts/runtime stop
 
 clean:
 	rm -rf results logs .snakemake

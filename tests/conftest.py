@@ -1,4 +1,6 @@
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
+
+# Steps compile with exact numerics (common.exact_numerics); so do the tests that call them here.
+from common import exact_numerics  # noqa: E402
+
+exact_numerics()
 
 SPACEX = ROOT / "config" / "data" / "spacex.csv"
 SPACEX_COLUMNS = {"group": "mission", "trials": "launches", "successes": "successes"}
@@ -56,12 +63,13 @@ def messages(stderr: str) -> list[str]:
 
 
 def worker_processes(scripts: Path, owner_pid: int | None = None) -> list[int]:
-    """Warm workers started from `scripts`/worker.py, and the steps they forked (which share
-    their command line); only those of one Snakemake process if `owner_pid` is given."""
+    """Step workers started from `scripts`/runtime, their zygotes and the steps they forked
+    (which share their command line); only those started by one process if `owner_pid`
+    is given."""
     import json
 
     found = []
-    wanted = [str(scripts / "worker.py").encode(), b"serve"]
+    wanted = [str(scripts / "runtime" / "__main__.py").encode(), b"serve"]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -78,6 +86,82 @@ def worker_processes(scripts: Path, owner_pid: int | None = None) -> list[int]:
                 continue
         found.append(int(entry.name))
     return found
+
+
+def step_processes(scripts: Path) -> list[int]:
+    """The steps that workers started from `scripts`/runtime are running: each leads a
+    process group of its own, while a worker leads its session (and its zygotes are in
+    its group)."""
+    steps = []
+    for pid in worker_processes(scripts):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pid and int(fields[3]) != pid:
+            steps.append(pid)
+    return steps
+
+
+def wait_until(condition, seconds, what):
+    """Poll `condition` for up to `seconds`; fail naming `what` if it never holds."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def gone(pid: int) -> bool:
+    """The process has ended (or is a zombie waiting for its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def owning_a_worker(patch):
+    """A generator for fixtures: this test process as the owner of a run's step worker
+    (claimed through `patch`, a MonkeyPatch, so that the claim is undone), yielding the
+    owner's identity; the worker it started is stopped afterwards."""
+    import runtime
+    from runtime import client
+
+    saved = client.Client._instance
+    client.Client._instance = None
+    patch.setenv(runtime.ENV, "")  # recorded, so that the claim below is undone
+    patch.delenv(client.IDLE_ENV, raising=False)
+    client.claim(0)
+    try:
+        yield client.owner()
+    finally:
+        for process in client.Client.get().started.values():
+            process.kill()
+            process.wait()
+        client.Client._instance = saved
+
+
+# Workers that the tests' runs leave behind leave after a minute without a step (instead of
+# the default 15), and every worker of a test's project is stopped when the session ends.
+os.environ.setdefault("PIPELINE_WORKER_IDLE_MINUTES", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_test_workers(tmp_path_factory):
+    yield
+    base = str(tmp_path_factory.getbasetemp().resolve())
+    from runtime.processes import alive
+    from runtime.room import RoomUnusable, room, servers
+
+    try:
+        for server in servers(room()):
+            if str(server.get("project", "")).startswith(base) and alive(server.get("pid"), server.get("start")):
+                os.kill(server["pid"], signal.SIGTERM)
+    except RoomUnusable:
+        pass
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -219,7 +219,7 @@ def test_a_step_script_rewritten_with_the_same_content_reruns_nothing(project):
 
 
 def test_editing_the_worker_reruns_nothing(project):
-    """scripts/worker.py decides where a step runs, not what it computes (the same bits warm
+    """scripts/runtime/ decides where a step runs, not what it computes (the same bits warm
     or in a fresh process: tests/test_worker.py), so it is not an input of any rule."""
-    with edited(project / "scripts" / "worker.py", "\n# an edit\n"):
+    with edited(project / "scripts" / "runtime" / "steps.py", "\n# an edit\n"):
         assert planned_outputs(project) == set()

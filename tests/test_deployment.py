@@ -112,8 +112,8 @@ def test_snakedeploy_deploys_it_from_a_git_repository(tmp_path):
 
 def test_the_source_list_holds_every_file_the_steps_run_or_read():
     listed = {line for line in (ROOT / "workflow" / "sources.txt").read_text().splitlines() if line and not line.startswith("#")}
-    present = {p.relative_to(ROOT).as_posix() for pattern in ("scripts/*.py", "scripts/models/*.py", "workflow/schemas/*")
-               for p in ROOT.glob(pattern)}
+    patterns = ("scripts/*.py", "scripts/models/*.py", "scripts/runtime/*.py", "workflow/schemas/*")
+    present = {p.relative_to(ROOT).as_posix() for pattern in patterns for p in ROOT.glob(pattern)}
     assert listed == present
 
 

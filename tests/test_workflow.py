@@ -150,12 +150,21 @@ def test_the_worker_starts_while_the_dag_is_built_and_not_for_a_run_with_nothing
         assert result.returncode == 0, result.stderr[-3000:]
         return result.stderr.splitlines()
 
+    def said(lines, words):
+        return [index for index, line in enumerate(lines) if line.startswith(f"step worker: started {words}")]
+
     cold = run()
-    started = cold.index("step worker: started while Snakemake builds its DAG")
+    (started,) = said(cold, "while Snakemake builds its DAG")
     assert started < cold.index("Job stats:")
     assert not any("step worker" in line for line in run())  # nothing to do: nothing started
+    # The worker outlives the run (worker.idle_minutes): the next run uses it, starting nothing.
+    again = run("--forcerun", "plot_trace")
+    assert not any("step worker: started" in line for line in again)
+    assert (workdir / "logs" / "spacex" / "full_pooling" / "plot_trace.log").read_text().rstrip().endswith("(warm worker)")
+    subprocess.run([sys.executable, str(workdir / "scripts" / "runtime" / "__main__.py"), "stop", str(workdir)], check=True,
+                   capture_output=True)
     rerun = run("--forcerun", "plot_trace")
-    assert "step worker: started as the jobs start" in rerun and "step worker: started while Snakemake builds its DAG" not in rerun
+    assert said(rerun, "as the jobs start") and not said(rerun, "while Snakemake builds its DAG")
     # Snakemake's last rescheduling timer is found and stopped (the process exits without waiting for it).
     for stderr in (cold, rerun):
         stopped = [line for line in stderr if "rescheduling timer(s) of Snakemake stopped" in line]

@@ -48,7 +48,8 @@ ROOT = _project_root()
 SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-import worker  # noqa: E402
+import runtime  # noqa: E402
+from runtime.compiled import warm_hook  # noqa: E402
 from check_config import check_config, check_pairs, model_constant, model_file, model_shape  # noqa: E402
 from common import UserError, derive_seed  # noqa: E402
 from prepare_data import resolve, validate_later, validate_shape  # noqa: E402
@@ -80,8 +81,8 @@ except UserError as error:
 config.clear()
 config.update(_checked)
 
-# Which warm worker this Snakemake process will hand its steps to (none is started yet).
-worker.claim()
+# Which step worker this Snakemake process will hand its steps to (none is started yet).
+runtime.claim(config["worker"]["idle_minutes"])
 # Steps' relative paths are relative to the directory Snakemake runs in, taken now: a
 # host's shadow rule, running in another thread, may change the process's meanwhile.
 WORKDIR = os.getcwd()
@@ -170,7 +171,7 @@ def _start_worker_early():
     except AttributeError:  # another Snakemake: the worker starts later, no harm
         return
     if planning and any(not os.path.exists(target) for target in ALL_TARGETS):
-        worker.start("while Snakemake builds its DAG")
+        runtime.start("while Snakemake builds its DAG")
 
 
 def stop_rescheduling_timers():
@@ -216,21 +217,26 @@ def _plain(value):
     return value
 
 
-def run_step(input, output, params, log, threads=1):
-    """Run the step its `code` input names (scripts/<step>.py) in the warm worker
-    (scripts/worker.py).
+def run_step(input, output, params, log, threads=1, keep_compiled=False):
+    """Run the step its `code` input names (scripts/<step>.py) in the step worker
+    (scripts/runtime/).
 
     The rule's named inputs, outputs and params are main()'s keyword arguments, by name;
     `code` is left out. The step comes from `code`, not from the rule's name, which a host
-    workflow may change (`use rule * from pooling as pooling_*`). This is the only glue
-    between Snakemake and the steps.
+    workflow may change (`use rule * from pooling as pooling_*`). With `keep_compiled`, the
+    worker compiles the step's model before forking it (the step file's `warm` hook) and
+    keeps it for later steps of that model file and code (runtime/compiled.py). This is
+    the only glue between Snakemake and the steps.
     """
     if not input.get("code"):
         raise WorkflowError("a rule's input `code` must name its step (use step_code)")
     kwargs = {
         name: _plain(value) for named in (input, output, params) for name, value in named.items() if name != "code"
     }
-    worker.run_step(input.code[0], kwargs=kwargs, log=log[0], threads=threads, cwd=WORKDIR)
+    warm = None
+    if keep_compiled:
+        warm = warm_hook(os.path.join(WORKDIR, input.code[0]), SCRIPTS, os.path.join(WORKDIR, input.model_file))
+    runtime.run_step(input.code[0], kwargs=kwargs, log=log[0], threads=threads, cwd=WORKDIR, warm=warm)
 
 
 def one_of(names):

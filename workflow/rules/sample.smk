@@ -20,4 +20,4 @@ rule sample:
         sampling=config["sampling"],
         seed=lambda w: job_seed(w, "sample"),
     run:
-        run_step(input, output, params, log, threads)
+        run_step(input, output, params, log, threads, keep_compiled=True)

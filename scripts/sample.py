@@ -27,7 +27,7 @@ import logging
 import time
 from pathlib import Path
 
-from common import UserError, load_module, read_prepared, sha256_of, thinning, write_datatree
+from common import UserError, exact_numerics, load_module, read_prepared, sha256_of, thinning, write_datatree
 
 log = logging.getLogger("pipeline.sample")
 
@@ -40,35 +40,130 @@ RECORDED_PACKAGES = ("pymc", "pytensor", "arviz", "nutpie", "numpy", "xarray", "
 
 
 def draw(model, *, sampler: str, draws: int, tune: int, chains: int, seed: int, cores: int, target_accept=None):
+    """The sampler's trace of `model` (a `Sampled`, or a PyMC model for PyMC's own NUTS)."""
     import pymc as pm
 
-    if sampler == "nutpie":
-        import nutpie_callbacks
-
-        nutpie_callbacks.install()
     options = {}
     if target_accept is not None:
         options["target_accept"] = target_accept
     started = time.perf_counter()
-    trace = pm.sample(
-        model=model,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        cores=cores,
-        random_seed=seed,
-        nuts_sampler=sampler,
-        progressbar=False,
-        **options,
-    )
+    if sampler == "nutpie":
+        trace, how = draw_with_nutpie(model, draws=draws, tune=tune, chains=chains, seed=seed, cores=cores, **options)
+    else:
+        how = "compiled by PyMC"
+        trace = pm.sample(model=model.build() if isinstance(model, Sampled) else model, draws=draws, tune=tune,
+                          chains=chains, cores=cores, random_seed=seed, nuts_sampler=sampler, progressbar=False, **options)
     # benchmarks/run.py reads this line: a job's time outside it is overhead.
-    log.info("pm.sample took %.3f s (compiling and drawing)", time.perf_counter() - started)
+    log.info("compiling and drawing took %.3f s (model %s)", time.perf_counter() - started, how)
     # A sampler stopped early (nutpie returns what it has on an interrupt) must not leave
     # a trace that looks finished.
     made = trace["posterior"].sizes["draw"]
     if made != draws:
         raise RuntimeError(f"the sampler stopped after {made} of {draws} draws")
     return trace
+
+
+class Sampled:
+    """What the sampler compiles and draws from: `build()` makes the PyMC model, `key` names
+    what its compiled form depends on, `swap` holds the data put into it after compiling.
+
+    Where the model file's collapsed form takes its data padded (`padded_to`), the data are
+    swappable containers padded to a bucket of sizes (`bucket`), and the key holds only
+    their shapes: data sets of similar size then share one compiled model, which the step
+    worker keeps (runtime/compiled.py). Otherwise the data are part of the compiled model
+    and of its key."""
+
+    def __init__(self, module, table, method: str):
+        self.module, self.table, self.method = module, table, method
+        self.swap = None
+        code = sha256_of(module.__file__)
+        if method == "collapsed" and "padded_to" in inspect.signature(module.build_collapsed).parameters:
+            natural = module.collapsed_data(table, swappable=True)
+            self.length = bucket(len(next(iter(natural.values()))))
+            self.swap = module.collapsed_data(table, swappable=True, padded_to=self.length)
+            shapes = {name: [str(values.dtype), list(values.shape)] for name, values in self.swap.items()}
+            self.key = digest_of({"model": code, "method": method, "swapped": shapes})
+        else:
+            self.key = digest_of({"model": code, "method": method, "data": table_digest(table)})
+
+    def build(self):
+        if self.swap is not None:
+            return self.module.build_collapsed(self.table, swappable=True, padded_to=self.length)
+        return self.module.build_collapsed(self.table) if self.method == "collapsed" else self.module.build(self.table)
+
+
+def bucket(length: int) -> int:
+    """The padded length of swappable data of `length`: the next power of two (at least 8),
+    beyond 65,536 the next multiple of it. At most twice the likelihood's sums at small
+    sizes, for one compiled model per bucket."""
+    if length <= 1 << 16:
+        return max(8, 1 << max(0, length - 1).bit_length())
+    return -(-length // (1 << 16)) * (1 << 16)
+
+
+def digest_of(value) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def table_digest(table) -> str:
+    import hashlib
+
+    import pandas as pd
+
+    values = pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes()
+    return hashlib.sha256(values + json.dumps(list(map(str, table.columns))).encode()).hexdigest()
+
+
+def sampler_seed(seed: int, chains: int) -> int:
+    """The seed PyMC's pm.sample gives nutpie for `seed` (its first chain's, from the spawned
+    streams), so that the draws are those pm.sample made."""
+    import numpy as np
+
+    return int(np.random.default_rng(seed).spawn(chains)[0].integers(2**30))
+
+
+def draw_with_nutpie(sampled: "Sampled", *, draws: int, tune: int, chains: int, seed: int, cores: int, **options):
+    """nutpie's draws with the compiled model the step worker kept for this step (compiled
+    there by `warm`), or one compiled here: the same model either way, so the same draws.
+    As pm.sample with nutpie does, but with the compiled model in hand."""
+    import nutpie
+
+    import nutpie_callbacks
+    from runtime import compiled
+
+    nutpie_callbacks.install()
+    model, how = compiled.kept(sampled.key)
+    if model is None:
+        started = time.perf_counter()
+        model = nutpie.compile_pymc_model(sampled.build())
+        how = f"compiled in {time.perf_counter() - started:.3f} s"
+    if sampled.swap is not None:
+        model = model.with_data(**sampled.swap)
+    started = time.time()
+    trace = nutpie.sample(model, draws=draws, tune=tune, chains=chains, cores=cores, seed=sampler_seed(seed, chains),
+                          save_warmup=False, store_unconstrained=False, progress_bar=False, **options)
+    trace["posterior"].attrs.update(sampling_time=time.time() - started, tuning_steps=tune)
+    return trace, how
+
+
+def warm(data: str, model_file: str, trace: str, *, dataset: str, model: str, sampling: dict, settings: dict,
+         seed: int, threads: int = 1) -> None:
+    """The step worker's hook, run before it forks this step in a process that outlives it:
+    compile the model this step will draw from, and keep it (runtime/compiled.py)."""
+    if sampling["sampler"] != "nutpie":
+        return
+    import nutpie
+
+    import nutpie_callbacks
+    from runtime import compiled
+
+    nutpie_callbacks.install()
+    exact_numerics()
+    module = load_module(model_file)
+    sampled = Sampled(module, read_prepared(data), method_of(module, settings, model_file))
+    compiled.keep(sampled.key, lambda: nutpie.compile_pymc_model(sampled.build()))
 
 
 def method_of(module, settings: dict, model_file: str) -> str:
@@ -88,6 +183,9 @@ def completed(trace, module, model, table, seed: int, dtype="float64", threads: 
     import xarray as xr
 
     posterior = trace["posterior"].to_dataset()
+    # Only the sampler's own draws: a compiled model kept from another data set of the
+    # same bucket may carry that data set's group labels.
+    posterior = posterior.drop_vars([name for name in posterior.coords if name not in ("chain", "draw")])
     # Its own stream, derived from the job's seed: the conditional draws are reproducible
     # and independent of the sampler's.
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
@@ -106,13 +204,22 @@ def completed(trace, module, model, table, seed: int, dtype="float64", threads: 
     # conditional given them): their convergence is that of those draws (scripts/diagnose.py).
     posterior.attrs["pipeline_completed"] = " ".join(sorted(added))
     posterior = posterior.assign_coords(group=table["group"].tolist())
-    observed = xr.Dataset(
-        {rv.name: (model.named_vars_to_dims.get(rv.name, ()), np.asarray(model.rvs_to_values[rv].data)) for rv in model.observed_RVs},
-        coords={"group": table["group"].tolist()},
-    )
     return xr.DataTree.from_dict(
-        {"/posterior": posterior, "/sample_stats": trace["sample_stats"].to_dataset(), "/observed_data": observed},
+        {"/posterior": posterior, "/sample_stats": trace["sample_stats"].to_dataset(),
+         "/observed_data": observed_data(model, table)},
         name=None,
+    )
+
+
+def observed_data(model, table):
+    """The observed values of the article's model, over its dims: a trace's observed_data."""
+    import numpy as np
+    import xarray as xr
+
+    return xr.Dataset(
+        {rv.name: (model.named_vars_to_dims.get(rv.name, ()), np.asarray(model.rvs_to_values[rv].data))
+         for rv in model.observed_RVs},
+        coords={"group": table["group"].tolist()},
     )
 
 
@@ -147,7 +254,7 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
     """
     article_model = module.build(table)
     result = draw(
-        module.build_collapsed(table) if method == "collapsed" else article_model,
+        Sampled(module, table, method),
         sampler=sampling["sampler"],
         draws=sampling["draws"],
         tune=sampling["tune"],
@@ -156,6 +263,8 @@ def fit(module, table, *, method: str, sampling: dict, settings: dict, seed: int
         cores=cores,
         target_accept=settings.get("target_accept"),
     )
+    if "observed_data" not in result.children:  # nutpie's trace has none (pm.sample adds it)
+        result["observed_data"] = xr_tree(observed_data(article_model, table))
     summaries = None
     if method == "collapsed":
         summaries = rao_blackwellised(module, result["posterior"].to_dataset(), table, threads=cores)

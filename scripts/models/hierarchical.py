@@ -49,12 +49,13 @@ def new_group(model, trials):
 # Collapsed form: theta integrated out
 
 
-def build_collapsed(data, swappable: bool = False):
+def build_collapsed(data, swappable: bool = False, padded_to: int | None = None):
     """(alpha, beta) with every theta_j integrated out: the Beta-Binomial marginal likelihood.
 
     With `swappable`, the data enter as `pm.Data` (`collapsed_data`), so that a compiled
-    model can take another data set of the same design (simulation-based calibration);
-    otherwise as constants, which nutpie compiles in two thirds of the time.
+    model can take another data set of the same shapes (simulation-based calibration, and
+    the step worker's kept models, with `padded_to`); otherwise as constants, which nutpie
+    compiles in two thirds of the time.
     """
     import pytensor.tensor as pt
 
@@ -62,19 +63,28 @@ def build_collapsed(data, swappable: bool = False):
         alpha = pm.HalfNormal("alpha", sigma=10)
         beta = pm.HalfNormal("beta", sigma=10)
         counts = {name: pm.Data(name, values) if swappable else pt.constant(values)
-                  for name, values in collapsed_data(data, swappable).items()}
+                  for name, values in collapsed_data(data, swappable, padded_to).items()}
         pm.Potential("y_marginal", betabinomial_loglik(alpha, beta, counts))
     return model
 
 
-def collapsed_data(data, swappable: bool = False):
+def collapsed_data(data, swappable: bool = False, padded_to: int | None = None):
     """What the marginal likelihood needs of the data, in one of two forms (see
     `betabinomial_loglik`).
 
     With `swappable`, the form and the shapes depend on the design (the trials) only, never
     on the successes, so that one compiled model takes every data set simulated for that
     design: the pairs are then each group's own (weight 1) rather than the distinct ones.
-    The sum is the same either way."""
+    With `padded_to`, every array is that long, padded with zeros, which add nothing to the
+    sum (no count above k, or a pair of weight zero): data sets of similar size then share
+    one compiled model. The sum is the same either way."""
+    arrays = _collapsed_arrays(data, swappable)
+    if padded_to is not None:
+        arrays = {name: np.pad(values, (0, padded_to - len(values))) for name, values in arrays.items()}
+    return arrays
+
+
+def _collapsed_arrays(data, swappable: bool):
     trials = data["trials"].to_numpy().astype("int64")
     successes = data["successes"].to_numpy().astype("int64")
     if histogram_is_cheaper(trials, None if swappable else successes):

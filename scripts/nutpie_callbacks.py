@@ -8,6 +8,14 @@ wrappers below do the same work with plain loops, which compile in a fraction of
 They return the same codes in the same cases, so the sampler sees the same values and
 draws are bitwise identical (tests/test_nutpie_callbacks.py checks this).
 
+The same goes for the function that reads a model's swappable data (`pm.Data`, which
+`with_data` replaces) out of nutpie's record of shared arrays: nutpie's own
+(`make_extraction_fn`) is generic over any number of arrays of any types, through
+`literal_unroll` and typed tuple surgery, which Numba took 2-3 s to type for the
+collapsed model's three arrays (against about 1 s to compile the same model with its
+data as constants). `make_extraction` writes the same reads out line by line for the
+arrays at hand: the same pointers, sizes and shapes, so the same values reach the model.
+
 `install()` replaces the two private factories in `nutpie.compile_pymc`; it does so only
 for the nutpie version they were written against, and otherwise leaves nutpie alone.
 """
@@ -22,11 +30,38 @@ log = logging.getLogger("pipeline.nutpie_callbacks")
 WRITTEN_FOR = "0.16.11"
 
 
+def make_extraction(inner, shared_data, shared_keys, record_dtype):
+    """`inner(x, *shared arrays)` as a function of (x, a pointer to nutpie's record of
+    shared arrays): nutpie's `make_extraction_fn`, written out for these arrays."""
+    import numba
+    from nutpie.compile_pymc import address_as_void_pointer, make_extraction_fn
+
+    if not shared_keys:
+        return make_extraction_fn(inner, shared_data, shared_keys, record_dtype)
+    lines = ["def extract_shared(x, user_data_):",
+             "    shared = numba.carray(user_data_, (), record_dtype)['shared']"]
+    names = {}
+    for index, key in enumerate(shared_keys):
+        values = shared_data[key]
+        names[f"dtype_{index}"] = np.dtype(values.dtype)
+        # The array's own shape, dimension by dimension, as nutpie's reshape gives it.
+        shape = ", ".join(f"int(shared['shape'][{key!r}][{axis}])" for axis in range(values.ndim))
+        lines += [
+            f"    data_{index} = numba.carray(address_as_void_pointer(shared['data'][{key!r}][()]),"
+            f" int(shared['size'][{key!r}][()]), dtype_{index})",
+            f"    array_{index} = data_{index}.reshape(({shape}{',' if values.ndim == 1 else ''}))",
+        ]
+    lines.append(f"    return inner(x, {', '.join(f'array_{index}' for index in range(len(shared_keys)))})")
+    scope = {"numba": numba, "record_dtype": record_dtype, "address_as_void_pointer": address_as_void_pointer,
+             "inner": inner, **names}
+    exec(compile("\n".join(lines), "<nutpie_callbacks.make_extraction>", "exec"), scope)
+    return numba.njit(inline="always")(scope["extract_shared"])
+
+
 def make_logp_callback(n_dim, logp_fn, user_data, shared_keys, shared_data):
     import numba
-    from nutpie.compile_pymc import make_extraction_fn
 
-    extract = make_extraction_fn(logp_fn, shared_data, shared_keys, user_data.dtype)
+    extract = make_extraction(logp_fn, shared_data, shared_keys, user_data.dtype)
     signature = numba.types.int64(
         numba.types.uint64,
         numba.types.CPointer(numba.types.double),
@@ -61,9 +96,8 @@ def make_logp_callback(n_dim, logp_fn, user_data, shared_keys, shared_data):
 
 def make_expand_callback(n_dim, n_expanded, expand_fn, user_data, shared_var_keys, shared_data):
     import numba
-    from nutpie.compile_pymc import make_extraction_fn
 
-    extract = make_extraction_fn(expand_fn, shared_data, shared_var_keys, user_data.dtype)
+    extract = make_extraction(expand_fn, shared_data, shared_var_keys, user_data.dtype)
     signature = numba.types.int64(
         numba.types.uint64,
         numba.types.uint64,

@@ -80,6 +80,9 @@ def collapsed_data(data, swappable: bool = False, padded_to: int | None = None):
     one compiled model. The sum is the same either way."""
     arrays = _collapsed_arrays(data, swappable)
     if padded_to is not None:
+        longest = max(len(values) for values in arrays.values())
+        if padded_to < longest:
+            raise ValueError(f"padded_to={padded_to} is shorter than the data's {longest} values")
         arrays = {name: np.pad(values, (0, padded_to - len(values))) for name, values in arrays.items()}
     return arrays
 

@@ -133,6 +133,22 @@ def test_an_installed_package_changed_restarts_the_worker(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_changed_settings_file_restarts_the_worker(tmp_path):
+    """PyTensor reads its settings file when it is imported (so do Matplotlib and Numba)."""
+    where = project(tmp_path)
+    settings = tmp_path / "pytensorrc"
+    settings.write_text("[global]\n")
+    env = environment(PYTENSORRC=str(settings))
+    first = a_run(where, idle=5, name="first", env=env)
+    settings.write_text("[global]\nfloatX = float64\n")
+    wait_until(lambda: not alive(first["pid"], first["start"]), 10, "the worker to leave at once")
+    assert "closing: a settings file it read at import changed" in log_of(first)
+    second = a_run(where, idle=5, name="second", env=env)
+    assert second["pid"] != first["pid"]
+    os.kill(second["pid"], signal.SIGTERM)
+
+
+@pytest.mark.slow
 def test_a_worker_whose_project_is_gone_leaves(tmp_path):
     where = project(tmp_path)
     first = a_run(where, idle=5)

@@ -186,7 +186,8 @@ class Client:
             where = room()
         except RoomUnusable as exc:
             raise Unavailable(f"no private directory for the step worker: {exc}") from None
-        key = worker_key(os.path.realpath(project), fingerprint(os.environ), scope_of(mine))
+        project = os.path.realpath(project)
+        key = worker_key(project, fingerprint(os.environ, project), scope_of(mine))
         return Files(where, key)
 
     def server(self, project: str, when: str = "") -> tuple[Files, dict]:

@@ -105,16 +105,28 @@ def installed_packages() -> str:
     return digest(sorted(names))
 
 
+def configuration_files(project: str | None = None) -> str:
+    """The settings files the stack reads when it is imported: PyTensor's, Matplotlib's
+    and Numba's (the user's, and the project directory's, where the worker imports)."""
+    home = Path.home()
+    paths = [os.environ.get("PYTENSORRC", str(home / ".pytensorrc")), os.environ.get("MATPLOTLIBRC", ""),
+             str(home / ".config" / "matplotlib" / "matplotlibrc")]
+    if project:
+        paths += [os.path.join(project, "matplotlibrc"), os.path.join(project, ".numba_config.yaml")]
+    return digest({path: file_digest(path) for path in paths if path})
+
+
 def interpreter() -> list[str]:
     return [sys.prefix, os.path.realpath(sys.executable), sys.version]
 
 
-def fingerprint(environ) -> dict:
+def fingerprint(environ, project: str | None = None) -> dict:
     """What a worker must share with its caller: the interpreter, the installed packages'
-    versions, the code it runs itself, and the environment read at import."""
+    versions, the code it runs itself, and the environment and settings files read at import."""
     return {
         "interpreter": interpreter(),
         "packages": installed_packages(),
+        "settings": configuration_files(project),
         "code": {path.name: file_digest(path) for path in runtime_files()},
         "environment": digest(import_time(environ)),
         # Numba sizes its thread pool from the CPUs the process may use, when it is imported.

@@ -34,7 +34,7 @@ import traceback
 from pathlib import Path
 
 from runtime import protocol
-from runtime.environment import PRELOAD_EXTRA, SCRIPTS, file_digest, installed_packages, runtime_files
+from runtime.environment import PRELOAD_EXTRA, SCRIPTS, configuration_files, file_digest, installed_packages, runtime_files
 from runtime.execute import set_parent_death_signal
 from runtime.processes import alive, close_inherited, other_threads, start_time
 from runtime.room import Files
@@ -249,7 +249,8 @@ class Server:
         # view, so that no child's collection writes to (and so copies) their pages.
         gc.collect()
         gc.freeze()
-        self.reference = {"packages": installed_packages(), "code": own_code()}
+        self.reference = {"packages": installed_packages(), "code": own_code(),
+                          "settings": configuration_files(self.project)}
         self.info.update(state="ready", preload_seconds=round(time.perf_counter() - started, 3), notes=notes)
         self.files.write_info(self.info)
         log(f"ready in {time.perf_counter() - started:.2f} s for {self.project} ({self.scope.get('kind')} scope)")
@@ -528,6 +529,8 @@ class Server:
             self.close("the installed packages changed")
         elif {path: file_digest(path) for path in self.reference["code"]} != self.reference["code"]:
             self.close("its own code changed")
+        elif configuration_files(self.project) != self.reference["settings"]:
+            self.close("a settings file it read at import changed")
         elif not os.path.isdir(self.project):
             self.close("its project directory is gone")
         elif not self.busy() and time.monotonic() - self.last_activity >= self.idle_seconds:
